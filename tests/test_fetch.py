@@ -1,0 +1,274 @@
+"""One trade with retries, against respx: waits and audit events exactly as expected."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from tests.conftest import FixedRandom
+from trade_ingest.audit import AuditLog
+from trade_ingest.clock import FakeClock
+from trade_ingest.config import Settings
+from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client, idempotency_key
+from trade_ingest.pacing import RateGate
+from trade_ingest.stats import RunStats
+
+BASE = "http://gateway.test"
+TRADE = {"trade_id": "T1", "price": 84.35}
+
+
+class Harness:
+    def __init__(self, settings: Settings, token: str | None = None) -> None:
+        self.clock = FakeClock()
+        self.rng = FixedRandom(0.5)
+        self.stream = io.StringIO()
+        self.audit = AuditLog(self.stream, "B1", self.clock, secrets=[token] if token else [])
+        self.stats = RunStats()
+        self.gate = RateGate(self.clock, self.rng, settings.release_jitter)
+        self.client = build_client(settings, token)
+        self.fetcher = TradeFetcher(
+            self.client, settings, self.gate, self.clock, self.rng, self.audit, self.stats
+        )
+
+    def events(self, *drop: str) -> list[dict[str, Any]]:
+        events = [json.loads(line) for line in self.stream.getvalue().splitlines()]
+        for event in events:
+            for key in ("timestamp", "batch_id", *drop):
+                event.pop(key, None)
+        return events
+
+
+SETTINGS = Settings(base_url=BASE, release_jitter=0.0, max_attempts=4)
+
+
+@pytest.mark.anyio
+async def test_429_then_503_then_200() -> None:
+    """Retry-After 2 pauses the batch 2s; the 503 backs off 0.5s; the trade is fetched."""
+    h = Harness(SETTINGS)
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get("/trades/T1").mock(
+            side_effect=[
+                httpx.Response(429, headers={"Retry-After": "2"}),
+                httpx.Response(503),
+                httpx.Response(200, json=TRADE),
+            ]
+        )
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Fetched)
+    assert outcome.attempts == 3
+    assert json.loads(outcome.body) == {"trade_id": "T1", "price": 84.35}
+    assert h.clock.sleeps == [2.0, 0.5]
+    assert route.call_count == 3
+    assert h.events("latency_ms") == [
+        {
+            "event": "trade.attempt",
+            "trade_id": "T1",
+            "attempt": 1,
+            "outcome": "rate_limited",
+            "status": 429,
+        },
+        {
+            "event": "trade.retry_scheduled",
+            "trade_id": "T1",
+            "attempt": 1,
+            "cause": "rate_limited",
+            "status": 429,
+            "delay_s": 2.0,
+            "delay_source": "retry_after",
+            "batch_wide": True,
+            "hint": "2",
+        },
+        {
+            "event": "batch.paused",
+            "trade_id": "T1",
+            "attempt": 1,
+            "cause": "rate_limited",
+            "status": 429,
+            "pause_s": 2.0,
+            "delay_source": "retry_after",
+        },
+        {
+            "event": "trade.attempt",
+            "trade_id": "T1",
+            "attempt": 2,
+            "outcome": "server_error",
+            "status": 503,
+        },
+        {
+            "event": "trade.retry_scheduled",
+            "trade_id": "T1",
+            "attempt": 2,
+            "cause": "server_error",
+            "status": 503,
+            "delay_s": 0.5,
+            "delay_source": "backoff",
+            "batch_wide": False,
+        },
+        {"event": "trade.attempt", "trade_id": "T1", "attempt": 3, "outcome": "ok", "status": 200},
+        {"event": "trade.fetched", "trade_id": "T1", "attempt": 3, "status": 200},
+    ]
+    assert h.stats.retries_by_cause == {"rate_limited": 1, "server_error": 1}
+    assert h.gate.paused_seconds == 2.0
+
+
+@pytest.mark.anyio
+async def test_request_headers_and_path_encoding() -> None:
+    """Accept, User-Agent, a stable Idempotency-Key, the token, and an encoded path."""
+    h = Harness(SETTINGS, token="tok-123456")
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get(url__regex=r".*").mock(
+            return_value=httpx.Response(200, json={"trade_id": "a:b+c ü"})
+        )
+        async with h.client:
+            outcome = await h.fetcher.fetch("a:b+c ü")
+    assert isinstance(outcome, Fetched)
+    request = route.calls.last.request
+    assert request.url.raw_path == b"/trades/a%3Ab%2Bc%20%C3%BC"
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["user-agent"].startswith("trade-ingest/")
+    assert request.headers["idempotency-key"] == idempotency_key("a:b+c ü")
+    assert request.headers["authorization"] == "Bearer tok-123456"
+    assert "tok-123456" not in h.stream.getvalue()
+
+
+def test_idempotency_key_is_stable_and_distinct() -> None:
+    """The same trade always gets the same key; different trades differ."""
+    assert idempotency_key("T1") == idempotency_key("T1")
+    assert idempotency_key("T1") != idempotency_key("T2")
+    assert len(idempotency_key("T1")) == 32
+
+
+@pytest.mark.anyio
+async def test_404_is_one_request_and_permanent() -> None:
+    """A 404 is not retried; the failure says why."""
+    h = Harness(SETTINGS)
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get("/trades/T1").mock(return_value=httpx.Response(404))
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert outcome == Failed("T1", "http_404", 404, 1, "HTTP 404: not retried")
+    assert route.call_count == 1
+    assert h.clock.sleeps == []
+
+
+@pytest.mark.anyio
+async def test_body_that_is_not_json_is_retried_then_fails() -> None:
+    """A 200 whose body is not JSON is never a result."""
+    h = Harness(SETTINGS)
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get("/trades/T1").mock(return_value=httpx.Response(200, text="<html>oops"))
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Failed)
+    assert outcome.reason == "retries_exhausted"
+    assert outcome.attempts == 4
+    assert "not valid JSON" in outcome.error
+    assert route.call_count == 4
+    assert h.clock.sleeps == [0.25, 0.5, 1.0]
+
+
+@pytest.mark.anyio
+async def test_connection_errors_are_retried() -> None:
+    """A refused connection and a server closing early are retried with backoff."""
+    h = Harness(SETTINGS)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            side_effect=[
+                httpx.ConnectError("refused"),
+                httpx.RemoteProtocolError("Server disconnected without sending a response."),
+                httpx.Response(200, json=TRADE),
+            ]
+        )
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Fetched)
+    outcomes = [e["outcome"] for e in h.events() if e["event"] == "trade.attempt"]
+    assert outcomes == ["connect_error", "connection_closed", "ok"]
+
+
+@pytest.mark.anyio
+async def test_pool_timeout_is_called_local() -> None:
+    """A pool timeout is recorded as our own capacity problem, not throttling."""
+    h = Harness(SETTINGS)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            side_effect=[httpx.PoolTimeout("pool"), httpx.Response(200, json=TRADE)]
+        )
+        async with h.client:
+            await h.fetcher.fetch("T1")
+    scheduled = [e for e in h.events() if e["event"] == "trade.retry_scheduled"]
+    assert scheduled[0]["cause"] == "pool_timeout"
+    assert "not gateway throttling" in scheduled[0]["note"]
+    assert h.stats.pool_timeouts == 1
+
+
+@pytest.mark.anyio
+async def test_long_retry_after_defers_the_trade_and_the_batch() -> None:
+    """A hint over max_wait defers this trade, and the next one without sending."""
+    h = Harness(Settings(base_url=BASE, max_wait=60.0))
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get(url__regex=r".*").mock(
+            return_value=httpx.Response(429, headers={"Retry-After": "3600"})
+        )
+        async with h.client:
+            first = await h.fetcher.fetch("T1")
+            h.gate.pause(h.clock.monotonic(), 3600.0)
+            second = await h.fetcher.fetch("T2")
+    assert isinstance(first, Failed) and first.reason == "deferred"
+    assert isinstance(second, Failed) and second.reason == "deferred"
+    assert second.attempts == 0
+    assert route.call_count == 1
+
+
+@pytest.mark.anyio
+async def test_garbage_retry_after_falls_back_to_backoff_and_is_logged() -> None:
+    """An unreadable Retry-After means no hint: backoff, and the audit log says so."""
+    h = Harness(SETTINGS)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            side_effect=[
+                httpx.Response(429, headers={"Retry-After": "whenever"}),
+                httpx.Response(200, json=TRADE),
+            ]
+        )
+        async with h.client:
+            await h.fetcher.fetch("T1")
+    scheduled = next(e for e in h.events() if e["event"] == "trade.retry_scheduled")
+    assert scheduled["delay_source"] == "backoff"
+    assert scheduled["unreadable_retry_after"] == "whenever"
+    assert scheduled["batch_wide"] is True
+    assert h.clock.sleeps == [0.25]
+
+
+@pytest.mark.anyio
+async def test_oversized_body_is_cut_off() -> None:
+    """A body over max_body_bytes is refused, never written."""
+    h = Harness(Settings(base_url=BASE, max_body_bytes=100))
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            return_value=httpx.Response(200, json={"trade_id": "T1", "x": "y" * 500})
+        )
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Failed)
+    assert outcome.reason == "body_too_large"
+
+
+@pytest.mark.anyio
+async def test_redirect_is_not_followed() -> None:
+    """A 302 is a recorded failure: the token never travels to another host."""
+    h = Harness(SETTINGS, token="tok-abcdef")
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            return_value=httpx.Response(302, headers={"Location": "https://evil.test/x"})
+        )
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Failed)
+    assert outcome.reason == "http_302"

@@ -1,0 +1,267 @@
+"""Retry policy: classification, server hints and backoff, as tables and properties."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import FixedRandom
+from trade_ingest.policy import (
+    Cause,
+    GiveUp,
+    Retry,
+    RetryPolicy,
+    WaitHint,
+    classify_status,
+    decide,
+    parse_http_date,
+    parse_ratelimit_reset,
+    parse_retry_after,
+    server_now,
+    unreadable_hint,
+    wait_hint,
+)
+
+NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
+IMF = "Mon, 24 Nov 2025 16:00:30 GMT"  # NOW + 30
+RFC850 = "Monday, 24-Nov-25 16:00:30 GMT"
+ASCTIME = "Mon Nov 24 16:00:30 2025"
+
+
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [
+        (200, None),
+        (204, None),
+        (301, Cause.REDIRECT),
+        (302, Cause.REDIRECT),
+        (400, Cause.CLIENT_ERROR),
+        (401, Cause.CLIENT_ERROR),
+        (403, Cause.CLIENT_ERROR),
+        (404, Cause.CLIENT_ERROR),
+        (408, Cause.REQUEST_TIMEOUT),
+        (429, Cause.RATE_LIMITED),
+        (500, Cause.SERVER_ERROR),
+        (502, Cause.SERVER_ERROR),
+        (503, Cause.SERVER_ERROR),
+        (504, Cause.SERVER_ERROR),
+    ],
+)
+def test_classify_status(status: int, cause: Cause | None) -> None:
+    """Every status class maps to the cause the retry table expects."""
+    assert classify_status(status) == cause
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2", 2.0),
+        (" 120 ", 120.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        (IMF, 30.0),
+        (RFC850, 30.0),
+        (ASCTIME, 30.0),
+        ("Mon, 24 Nov 2025 15:00:00 GMT", 0.0),  # in the past: no wait
+        ("-5", None),
+        ("soon", None),
+        ("", None),
+        ("inf", None),
+        ("nan", None),
+        ("1e3", None),
+        ("Mon, 99 Nov 2025 16:00:30 GMT", None),
+    ],
+)
+def test_parse_retry_after(value: str, expected: float | None) -> None:
+    """Seconds and all three HTTP-date forms are read; garbage is no hint."""
+    assert parse_retry_after(value, NOW) == expected
+
+
+def test_three_http_date_forms_agree() -> None:
+    """IMF-fixdate, RFC 850 and asctime name the same instant."""
+    assert parse_http_date(IMF) == parse_http_date(RFC850) == parse_http_date(ASCTIME) == NOW + 30
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("30", 30.0),  # delta seconds
+        ("0", 0.0),
+        (str(int(NOW) + 45), 45.0),  # epoch seconds
+        (str(int(NOW) - 10), 0.0),  # an epoch in the past
+        (str(int(NOW * 1000) + 5000), 5.0),  # epoch milliseconds
+        ("soon", None),
+        ("-1", None),
+    ],
+)
+def test_parse_ratelimit_reset_tells_epoch_from_delta(value: str, expected: float | None) -> None:
+    """Large values are epoch timestamps, small ones deltas."""
+    assert parse_ratelimit_reset(value, NOW) == expected
+
+
+def test_server_date_corrects_a_skewed_client_clock() -> None:
+    """An HTTP-date hint is read against the server's Date, not our clock."""
+    server_time = datetime.fromtimestamp(NOW, UTC)
+    headers = httpx.Headers({"Date": format_datetime(server_time, usegmt=True), "Retry-After": IMF})
+    client_wall = NOW + 3600  # our clock is an hour fast
+    assert server_now(headers, client_wall) == NOW
+    hint = wait_hint(headers, client_wall)
+    assert hint == WaitHint(30.0, "retry_after", IMF)
+
+
+def test_server_date_missing_falls_back_to_client_clock() -> None:
+    """Without a Date header, our own clock is the reference."""
+    assert server_now(httpx.Headers({"Date": "garbage"}), NOW) == NOW
+    assert server_now(httpx.Headers(), NOW) == NOW
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "7"}, WaitHint(7.0, "retry_after", "7")),
+        (
+            {"Retry-After": "7", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "20"},
+            WaitHint(7.0, "retry_after", "7"),
+        ),
+        (
+            {"Retry-After": "junk", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "20"},
+            WaitHint(20.0, "x_ratelimit_reset", "20"),
+        ),
+        ({"X-RateLimit-Reset": "12"}, WaitHint(12.0, "x_ratelimit_reset", "12")),
+        ({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "12"}, None),
+        ({}, None),
+        ({"Retry-After": "junk"}, None),
+    ],
+)
+def test_wait_hint(headers: dict[str, str], expected: WaitHint | None) -> None:
+    """Retry-After wins; X-RateLimit-Reset counts only when the quota is spent."""
+    assert wait_hint(httpx.Headers(headers), NOW) == expected
+
+
+def test_unreadable_hint_is_reported() -> None:
+    """A Retry-After that cannot be read is surfaced for the audit log."""
+    assert unreadable_hint(httpx.Headers({"Retry-After": "later"})) == "later"
+    assert unreadable_hint(httpx.Headers({"Retry-After": "3"})) is None
+    assert unreadable_hint(httpx.Headers()) is None
+
+
+POLICY = RetryPolicy(max_attempts=4, backoff_base=0.5, backoff_max=8.0, max_wait=60.0)
+HALF = FixedRandom(0.5)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "cause", "status", "hint", "expected"),
+    [
+        (
+            1,
+            Cause.RATE_LIMITED,
+            429,
+            WaitHint(2.0, "retry_after", "2"),
+            Retry(2.0, "retry_after", True),
+        ),
+        (1, Cause.RATE_LIMITED, 429, None, Retry(0.25, "backoff", True)),
+        (2, Cause.SERVER_ERROR, 503, None, Retry(0.5, "backoff", False)),
+        (3, Cause.SERVER_ERROR, 500, None, Retry(1.0, "backoff", False)),
+        (
+            1,
+            Cause.SERVER_ERROR,
+            503,
+            WaitHint(5.0, "retry_after", "5"),
+            Retry(5.0, "retry_after", True),
+        ),
+        (1, Cause.TIMEOUT, None, None, Retry(0.25, "backoff", False)),
+        (1, Cause.CONNECT_ERROR, None, None, Retry(0.25, "backoff", False)),
+        (1, Cause.CONNECTION_CLOSED, None, None, Retry(0.25, "backoff", False)),
+        (1, Cause.POOL_TIMEOUT, None, None, Retry(0.25, "backoff", False)),
+        (1, Cause.INVALID_BODY, 200, None, Retry(0.25, "backoff", False)),
+        (1, Cause.REQUEST_TIMEOUT, 408, None, Retry(0.25, "backoff", False)),
+        (1, Cause.CLIENT_ERROR, 404, None, GiveUp("http_404", "HTTP 404: not retried")),
+        (1, Cause.CLIENT_ERROR, 401, None, GiveUp("http_401", "HTTP 401: not retried")),
+        (1, Cause.REDIRECT, 302, None, GiveUp("http_302", "HTTP 302: redirects are not followed")),
+        (
+            1,
+            Cause.BODY_TOO_LARGE,
+            200,
+            None,
+            GiveUp("body_too_large", "body_too_large: not retried"),
+        ),
+        (
+            4,
+            Cause.SERVER_ERROR,
+            503,
+            None,
+            GiveUp("retries_exhausted", "4 attempts, last: HTTP 503"),
+        ),
+        (4, Cause.TIMEOUT, None, None, GiveUp("retries_exhausted", "4 attempts, last: timeout")),
+    ],
+)
+def test_decide_table(
+    attempt: int, cause: Cause, status: int | None, hint: WaitHint | None, expected: object
+) -> None:
+    """Each status class and hint gets the decision the issue describes."""
+    assert (
+        decide(POLICY, attempt=attempt, cause=cause, status=status, hint=hint, rng=HALF) == expected
+    )
+
+
+def test_hint_over_max_wait_defers_instead_of_shortening() -> None:
+    """A server hint longer than max_wait is not cut short: the trade is deferred."""
+    decision = decide(
+        POLICY,
+        attempt=1,
+        cause=Cause.RATE_LIMITED,
+        status=429,
+        hint=WaitHint(3600.0, "retry_after", "3600"),
+        rng=HALF,
+    )
+    assert isinstance(decision, GiveUp)
+    assert decision.reason == "deferred"
+    assert "3600s" in decision.detail
+
+
+@given(st.text(max_size=60), st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_retry_after_parser_never_raises_nor_goes_negative(value: str, now: float) -> None:
+    """Arbitrary header text gives a non-negative finite delay or no hint."""
+    delay = parse_retry_after(value, now)
+    assert delay is None or 0.0 <= delay < float("inf")
+    reset = parse_ratelimit_reset(value, now)
+    assert reset is None or 0.0 <= reset < float("inf")
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["retry-after", "x-ratelimit-reset", "x-ratelimit-remaining", "date"]),
+        st.text(max_size=40),
+    ),
+    st.integers(1, 20),
+    st.sampled_from(list(Cause)),
+    st.integers(0, 2**32),
+)
+def test_decisions_stay_within_bounds(
+    headers: dict[str, str], attempt: int, cause: Cause, seed: int
+) -> None:
+    """Whatever the server sends, a retry waits 0..max_wait and attempts respect the ceiling."""
+    safe = {k: v for k, v in headers.items() if v.isprintable() and v.isascii()}
+    hint = wait_hint(httpx.Headers(safe), NOW)
+    decision = decide(
+        POLICY, attempt=attempt, cause=cause, status=429, hint=hint, rng=random.Random(seed)
+    )
+    if isinstance(decision, Retry):
+        assert 0.0 <= decision.delay <= POLICY.max_wait
+        assert attempt < POLICY.max_attempts
+    else:
+        assert decision.reason
+
+
+@given(st.integers(1, 200), st.integers(0, 2**32))
+def test_backoff_stays_in_bounds(retry_number: int, seed: int) -> None:
+    """Full jitter: 0 <= wait <= min(backoff_max, base * 2**(n-1))."""
+    wait = POLICY.backoff(retry_number, random.Random(seed))
+    ceiling = min(POLICY.backoff_max, POLICY.backoff_base * 2 ** min(retry_number - 1, 62))
+    assert 0.0 <= wait <= ceiling

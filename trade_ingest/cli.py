@@ -1,0 +1,263 @@
+"""The ``trade-ingest`` command line: parse, build, run, map errors to exit codes.
+
+This is the only module that imports Typer. It holds no logic a test would
+want to call without Typer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from trade_ingest import __version__
+from trade_ingest.audit import Redactor
+from trade_ingest.config import load_settings
+from trade_ingest.errors import ConfigError, ExitCode, IngestError, UsageError
+from trade_ingest.summary import EXIT_MEANINGS, ProgressDisplay, print_summary, stderr_console
+
+EXIT_CODES_HELP = "Exit codes: " + "; ".join(
+    f"{int(code)} {meaning}" for code, meaning in EXIT_MEANINGS.items()
+)
+
+app = typer.Typer(
+    name="trade-ingest",
+    help="Fetch trade records from rate-limited gateways, exactly as they were sent.",
+    epilog=EXIT_CODES_HELP,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    stderr_console().print(f"[red]trade-ingest:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(int(code))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trade-ingest {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Fetch trade records from rate-limited gateways, exactly as they were sent."""
+
+
+def _count_lines(path: Path) -> int | None:
+    try:
+        with path.open("rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return None
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def run(
+    input_file: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT", help="File of trade IDs, one a line; - or nothing for stdin."
+        ),
+    ] = "-",
+    base_url: Annotated[
+        str | None, typer.Option(help="Gateway base URL; trades are GET {base_url}/trades/{id}.")
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Results JSONL file (appended to). Default - is stdout: at-least-once "
+            "only, since stdout cannot be fsync'd or resumed.",
+        ),
+    ] = "-",
+    failures: Annotated[
+        Path | None,
+        typer.Option(help="Failures JSONL file. Default: failures-{batch_id}.jsonl."),
+    ] = None,
+    audit_log: Annotated[
+        Path | None,
+        typer.Option(help="Audit log JSONL file. Default: audit-{batch_id}.jsonl."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", help="Requests in flight at once.")
+    ] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts per trade at most.")] = None,
+    max_wait: Annotated[
+        float | None,
+        typer.Option(help="Longest single wait in seconds; a longer server hint defers."),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(help="File holding the bearer token (mode 600). Never pass a token itself."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML config file (default: $TRADE_INGEST_CONFIG)."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")
+    ] = False,
+) -> None:
+    """Fetch every trade ID in INPUT; results as JSON Lines, failures and audit log beside."""
+    from trade_ingest.clock import SystemClock
+    from trade_ingest.pipeline import Job, new_batch_id, run_job
+
+    env = dict(os.environ)
+    flags = {
+        "base_url": base_url,
+        "concurrency": concurrency,
+        "max_attempts": max_attempts,
+        "max_wait": max_wait,
+        "token_file": token_file,
+    }
+    try:
+        settings = load_settings(config, env, flags)
+        if not settings.base_url:
+            raise ConfigError(
+                "no gateway given: pass --base-url, set TRADE_INGEST_BASE_URL, or set "
+                "base_url in the config file (try `trade-ingest demo` to see it work)"
+            )
+        input_path = None if input_file == "-" else Path(input_file)
+        if input_path is None and sys.stdin.isatty():
+            raise UsageError("no input: give a file of trade IDs, or pipe IDs into stdin")
+        batch_id = new_batch_id(SystemClock().wall())
+        job = Job(
+            settings=settings,
+            input_path=input_path,
+            output_path=None if output == "-" else Path(output),
+            failures_path=failures or Path(f"failures-{batch_id}.jsonl"),
+            audit_path=audit_log or Path(f"audit-{batch_id}.jsonl"),
+            batch_id=batch_id,
+        )
+        console = stderr_console()
+        total = _count_lines(input_path) if input_path and console.is_terminal else None
+        with ProgressDisplay(console, enabled=not quiet, total=total) as progress:
+            report = run_job(job, env=env, on_progress=progress.update)
+    except IngestError as exc:
+        message = Redactor([env.get("TRADE_INGEST_TOKEN", "")]).scrub(str(exc))
+        _fail(message, exc.exit_code)
+    if not quiet:
+        print_summary(console, report)
+    elif report.message:
+        _fail(report.message, report.exit_code)
+    raise typer.Exit(int(report.exit_code))
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8080,
+    rate_limit: Annotated[
+        int | None, typer.Option(help="Requests allowed per window (default: unlimited).")
+    ] = None,
+    window: Annotated[float, typer.Option(help="Rate-limit window in seconds.")] = 1.0,
+    retry_after: Annotated[
+        str, typer.Option(help="Retry-After on 429: seconds, http-date or none.")
+    ] = "seconds",
+    reset_style: Annotated[
+        str, typer.Option(help="X-RateLimit-Reset as delta, epoch, or none (no X-RateLimit-*).")
+    ] = "delta",
+    latency_min_ms: Annotated[float, typer.Option(help="Smallest added latency.")] = 0.0,
+    latency_max_ms: Annotated[float, typer.Option(help="Largest added latency.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
+    drop_rate: Annotated[
+        float, typer.Option(help="Share of requests whose connection is closed unanswered.")
+    ] = 0.0,
+    unknown_rate: Annotated[float, typer.Option(help="Share of trade IDs that are 404.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for latency and faults.")] = 0,
+) -> None:
+    """Run the simulated exchange gateway on loopback until Ctrl-C."""
+    from trade_ingest.simulator import GatewayConfig, run_forever
+
+    try:
+        gateway_config = GatewayConfig(
+            host=host,
+            port=port,
+            rate_limit=rate_limit,
+            window=window,
+            retry_after=retry_after,  # type: ignore[arg-type]
+            reset_style=reset_style,  # type: ignore[arg-type]
+            latency_min_ms=latency_min_ms,
+            latency_max_ms=latency_max_ms,
+            error_rate=error_rate,
+            drop_rate=drop_rate,
+            unknown_rate=unknown_rate,
+            seed=seed,
+        )
+    except ValueError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+
+    def ready(base_url: str) -> None:
+        typer.echo(f"simulated gateway listening on {base_url}")
+        sys.stdout.flush()
+
+    try:
+        run_forever(gateway_config, on_ready=ready)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror}; try --port 0", ExitCode.USAGE)
+
+
+@app.command()
+def demo(
+    ids: Annotated[int, typer.Option(help="How many sample trade IDs to ingest.")] = 300,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 8,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Where the demo writes its files (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Start the simulated gateway, ingest a sample batch through `run`, show the summary."""
+    from trade_ingest.demo import accounted_for, run_demo
+
+    if not 1 <= ids <= 100_000:
+        _fail("--ids must be between 1 and 100000", ExitCode.USAGE)
+    directory = output_dir or Path(tempfile.mkdtemp(prefix="trade-ingest-demo-"))
+    console = stderr_console()
+    console.print(
+        f"demo: {ids} trade IDs against a simulated gateway allowing "
+        f"60 requests/s, with 3% server errors and some unknown IDs"
+    )
+    try:
+        with ProgressDisplay(console, enabled=True, total=ids) as progress:
+            report, server = run_demo(directory, ids, concurrency, progress.update)
+    except IngestError as exc:
+        _fail(str(exc), exc.exit_code)
+    print_summary(console, report)
+    console.print(
+        f"  gateway saw {server['requests']} requests, {server['answered_429']} answered 429"
+    )
+    console.print(f"  files in {directory}")
+    if not accounted_for(report.stats):
+        raise typer.Exit(int(report.exit_code))
+
+
+def main() -> None:
+    """Entry point: user errors are one line; an unexpected error says how to get details."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: still no traceback (it could carry secrets)
+        if os.environ.get("TRADE_INGEST_DEBUG"):
+            raise
+        token = os.environ.get("TRADE_INGEST_TOKEN", "")
+        text = Redactor([token]).scrub(f"{type(exc).__name__}: {exc}")
+        print(
+            f"trade-ingest: internal error ({text}); run again with TRADE_INGEST_DEBUG=1 "
+            "for details, and please report it",
+            file=sys.stderr,
+        )
+        raise SystemExit(70) from None

@@ -1,0 +1,165 @@
+"""Reading trade IDs: streaming, normalising, validating and de-duplicating.
+
+An ID is data, never syntax: anything that could change a request path or
+split a log line is refused here, before a request is built.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+_BOM = b"\xef\xbb\xbf"
+# Most trade IDs are plain ASCII: check those with one regex, not per character.
+_PLAIN_ASCII = re.compile(r"[A-Za-z0-9._:+@=,;~!$&'()*\-\[\]]+")
+_FORBIDDEN = {"/": "'/'", "\\": "'\\'", "?": "'?'", "#": "'#'", "%": "'%'"}
+
+
+@dataclass(frozen=True, slots=True)
+class TradeId:
+    """A valid ID to fetch, with the input line it came from."""
+
+    value: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidId:
+    """An input line that is not a plausible trade ID; it becomes an ``invalid_id`` failure."""
+
+    raw: str
+    line: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateId:
+    """An ID seen before in this input; fetched once, counted here."""
+
+    value: str
+    line: int
+    first_line: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdRules:
+    max_length: int = 128
+    pattern: re.Pattern[str] | None = None
+
+    @classmethod
+    def from_settings(cls, max_length: int, pattern: str) -> IdRules:
+        return cls(max_length, re.compile(pattern) if pattern else None)
+
+
+def why_invalid(text: str, rules: IdRules) -> str | None:
+    """Why ``text`` (already trimmed) is not a plausible trade ID, or None if it is."""
+    if not text:
+        return "empty"
+    if len(text) > rules.max_length:
+        return f"longer than max_id_length ({len(text)} > {rules.max_length} characters)"
+    if not _PLAIN_ASCII.fullmatch(text):
+        for char in text:
+            if char in _FORBIDDEN:
+                return f"contains {_FORBIDDEN[char]}"
+            if unicodedata.category(char)[0] in "CZ":
+                return f"contains a control, invisible or space character U+{ord(char):04X}"
+    if ".." in text:
+        return "contains '..'"
+    if rules.pattern is not None and not rules.pattern.fullmatch(text):
+        return f"does not match id_pattern {rules.pattern.pattern!r}"
+    return None
+
+
+class LineSplitter:
+    """Splits a byte stream into lines without ever holding a huge one.
+
+    A line longer than ``max_line_bytes`` is kept only as its first bytes and
+    reported as cut; the rest of it is dropped as it arrives.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = max_line_bytes
+        self._pending = b""
+        self._cut = False
+
+    def feed(self, data: bytes) -> Iterator[tuple[bytes, bool]]:
+        """Complete lines in ``pending + data``; ``b""`` means end of input."""
+        if not data:
+            if self._pending or self._cut:
+                yield self._pending, self._cut
+            self._pending, self._cut = b"", False
+            return
+        buffer = self._pending + data if self._pending else data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = buffer[start:end]
+            if self._cut:
+                yield self._pending, True
+                self._cut = False
+            elif len(line) > self._max:
+                yield line[: self._max], True
+            else:
+                yield line, False
+            self._pending = b""
+            start = end + 1
+        rest = buffer[start:]
+        if self._cut:
+            return
+        if len(rest) > self._max:
+            self._pending, self._cut = rest[: self._max], True
+        else:
+            self._pending = rest
+
+
+class IdParser:
+    """Turns input lines into valid, invalid and duplicate IDs, numbering lines from 1."""
+
+    def __init__(self, rules: IdRules) -> None:
+        self.rules = rules
+        self.max_line_bytes = rules.max_length * 4 + 64
+        self._first_seen: dict[str, int] = {}
+        self._line = 0
+
+    def parse(self, raw: bytes, cut: bool) -> TradeId | InvalidId | DuplicateId | None:
+        """The meaning of one line, or None for a blank line or a comment."""
+        self._line += 1
+        number = self._line
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            if not cut:
+                shown = raw.decode("utf-8", "backslashreplace").strip()
+                return InvalidId(shown, number, "not valid UTF-8")
+            text = raw.decode("utf-8", "ignore").strip()
+        if not text or text.startswith("#"):
+            return None
+        if cut:
+            return InvalidId(text[:64] + "...", number, "longer than max_id_length")
+        why = why_invalid(text, self.rules)
+        if why is not None:
+            return InvalidId(text, number, why)
+        first = self._first_seen.setdefault(text, number)
+        if first != number:
+            return DuplicateId(text, number, first)
+        return TradeId(text, number)
+
+
+def read_ids(
+    stream: BinaryIO, rules: IdRules, read_size: int = 65536
+) -> Iterator[TradeId | InvalidId | DuplicateId]:
+    """Every non-blank, non-comment line of ``stream`` as a valid, invalid or duplicate ID."""
+    parser = IdParser(rules)
+    splitter = LineSplitter(parser.max_line_bytes)
+    while True:
+        data = stream.read(read_size)
+        for raw, cut in splitter.feed(data):
+            item = parser.parse(raw, cut)
+            if item is not None:
+                yield item
+        if not data:
+            return
