@@ -240,6 +240,10 @@ def demo(
         f"  gateway saw {server['requests']} requests, {server['answered_429']} answered 429"
     )
     console.print(f"  files in {directory}")
+    console.print(
+        "  (the demo asks for unknown and malformed IDs on purpose, so some trades fail; "
+        "the demo itself succeeded when nothing is left pending)"
+    )
     if not accounted_for(report.stats):
         raise typer.Exit(int(report.exit_code))
 
