@@ -93,6 +93,7 @@ async def test_429_then_503_then_200() -> None:
             "pause_s": 2.0,
             "delay_source": "retry_after",
         },
+        {"event": "batch.resumed", "paused_s": 2.0},
         {
             "event": "trade.attempt",
             "trade_id": "T1",
@@ -243,7 +244,7 @@ async def test_garbage_retry_after_falls_back_to_backoff_and_is_logged() -> None
     assert scheduled["delay_source"] == "backoff"
     assert scheduled["unreadable_retry_after"] == "whenever"
     assert scheduled["batch_wide"] is True
-    assert h.clock.sleeps == [0.25]
+    assert h.clock.sleeps == [0.75]  # equal jitter: uniform(0.5, 1) x throttle_base 1s
 
 
 @pytest.mark.anyio

@@ -165,7 +165,7 @@ HALF = FixedRandom(0.5)
             WaitHint(2.0, "retry_after", "2"),
             Retry(2.0, "retry_after", True),
         ),
-        (1, Cause.RATE_LIMITED, 429, None, Retry(0.25, "backoff", True)),
+        (1, Cause.RATE_LIMITED, 429, None, Retry(0.75, "backoff", True)),
         (2, Cause.SERVER_ERROR, 503, None, Retry(0.5, "backoff", False)),
         (3, Cause.SERVER_ERROR, 500, None, Retry(1.0, "backoff", False)),
         (

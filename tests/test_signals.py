@@ -37,7 +37,7 @@ def test_signal_stops_cleanly(
     ids.write_text("\n".join(f"T{n}" for n in range(400)) + "\n")
     out = tmp_path / "out.jsonl"
     audit = tmp_path / "audit.jsonl"
-    config = GatewayConfig(latency_min_ms=40, latency_max_ms=60)
+    config = GatewayConfig(latency_ms=50)
     with SimulatedGateway.in_thread(config) as gateway:
         process = subprocess.Popen(
             [

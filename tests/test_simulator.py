@@ -12,6 +12,8 @@ from trade_ingest.simulator import (
     FixedWindowLimiter,
     GatewayConfig,
     SimulatedGateway,
+    SlidingLogLimiter,
+    TokenBucketLimiter,
     is_unknown,
     make_trade,
     render_trade_body,
@@ -90,7 +92,7 @@ def test_serves_trades_and_404_over_keep_alive() -> None:
 
 @pytest.mark.parametrize(
     ("retry_after", "reset_style"),
-    [("seconds", "delta"), ("http-date", "epoch"), ("none", "none")],
+    [("seconds", "delta"), ("http-date", "epoch"), ("none", "none"), ("seconds", "ietf")],
 )
 def test_rate_limit_headers_in_each_style(retry_after: str, reset_style: str) -> None:
     """Past the quota: 429 with Retry-After and X-RateLimit-* in the configured style."""
@@ -98,7 +100,7 @@ def test_rate_limit_headers_in_each_style(retry_after: str, reset_style: str) ->
         rate_limit=2,
         window=30.0,
         retry_after=retry_after,  # type: ignore[arg-type]
-        reset_style=reset_style,  # type: ignore[arg-type]
+        limit_headers=reset_style,  # type: ignore[arg-type]
     )
     with (
         SimulatedGateway.in_thread(config) as gateway,
@@ -116,7 +118,11 @@ def test_rate_limit_headers_in_each_style(retry_after: str, reset_style: str) ->
         assert 0 <= when - server_now <= 31
     else:
         assert "retry-after" not in limited
-    if reset_style == "none":
+    if reset_style == "ietf":
+        assert limited["ratelimit-policy"] == '"default";q=2;w=30'
+        assert limited["ratelimit"].startswith('"default";r=0;t=')
+        assert responses[0].headers["ratelimit"].startswith('"default";r=1;t=')
+    elif reset_style == "none":
         assert "x-ratelimit-limit" not in limited
     else:
         assert limited["x-ratelimit-limit"] == "2"
@@ -141,4 +147,62 @@ def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError, match="error_rate"):
         GatewayConfig(error_rate=2.0)
     with pytest.raises(ValueError, match="latency"):
-        GatewayConfig(latency_min_ms=5, latency_max_ms=1)
+        GatewayConfig(latency_ms=-1)
+    with pytest.raises(ValueError, match="limiter"):
+        GatewayConfig(limiter="leaky")  # type: ignore[arg-type]
+
+
+def test_sliding_log_table() -> None:
+    """2 per 1s in any window: the third waits for the oldest to age out."""
+    limiter = SlidingLogLimiter(2, 1.0)
+    assert limiter.admit(0.0).allowed
+    assert limiter.admit(0.4).allowed
+    refused = limiter.admit(0.9)
+    assert not refused.allowed
+    assert refused.reset_after == pytest.approx(0.1)
+    assert limiter.admit(1.01).allowed
+    assert not limiter.admit(1.2).allowed
+    assert limiter.admit(1.41).allowed
+
+
+def test_token_bucket_table() -> None:
+    """Burst 3, 2 tokens a second: three at once, then one every half second."""
+    limiter = TokenBucketLimiter(2, 1.0, burst=3)
+    assert [limiter.admit(0.0).allowed for _ in range(3)] == [True, True, True]
+    refused = limiter.admit(0.1)
+    assert not refused.allowed
+    assert refused.reset_after == pytest.approx(0.4)
+    assert limiter.admit(0.5).allowed
+    assert not limiter.admit(0.6).allowed
+    assert limiter.window == pytest.approx(1.5)
+
+
+def test_penalty_box_extends_on_knocking() -> None:
+    """In penalty mode a request during Retry-After is refused and restarts the penalty."""
+    now = [100.0]
+    config = GatewayConfig(rate_limit=1, window=2.0, penalty=True)
+    gateway = SimulatedGateway(config, clock_monotonic=lambda: now[0])
+    assert gateway._admit(100.0)[0].allowed  # type: ignore[index]
+    refused = gateway._admit(100.5)
+    assert refused is not None
+    assert not refused[0].allowed
+    assert refused[1] == pytest.approx(2.0)  # told to wait: rounded up to whole seconds
+    knocked = gateway._admit(102.0)  # the window has reset, but the penalty runs to 102.5
+    assert knocked is not None
+    assert not knocked[0].allowed
+    assert knocked[1] == pytest.approx(2.0)  # restarted: a full window from the knock
+    assert gateway.stats.penalties == 1
+    assert gateway._admit(104.1)[0].allowed  # type: ignore[index]
+
+
+def test_clock_offset_shows_in_date_and_epoch_reset() -> None:
+    """A server clock an hour ahead says so in Date, and its epoch resets follow it."""
+    config = GatewayConfig(rate_limit=5, window=10.0, limit_headers="epoch", clock_offset=3600)
+    with SimulatedGateway.in_thread(config) as gateway:
+        response = httpx.get(gateway.base_url + "/trades/T1")
+    server_now = parse_http_date(response.headers["date"])
+    assert server_now is not None
+    import time
+
+    assert 3590 < server_now - time.time() < 3610
+    assert 0 < int(response.headers["x-ratelimit-reset"]) - server_now <= 11

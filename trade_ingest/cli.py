@@ -161,19 +161,38 @@ def simulate(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8080,
+    limiter: Annotated[
+        str, typer.Option(help="Rate limiter: fixed (window), sliding (log) or token (bucket).")
+    ] = "fixed",
     rate_limit: Annotated[
         int | None, typer.Option(help="Requests allowed per window (default: unlimited).")
     ] = None,
     window: Annotated[float, typer.Option(help="Rate-limit window in seconds.")] = 1.0,
+    burst: Annotated[
+        int | None, typer.Option(help="Token bucket capacity (default: --rate-limit).")
+    ] = None,
     retry_after: Annotated[
         str, typer.Option(help="Retry-After on 429: seconds, http-date or none.")
     ] = "seconds",
-    reset_style: Annotated[
-        str, typer.Option(help="X-RateLimit-Reset as delta, epoch, or none (no X-RateLimit-*).")
+    limit_headers: Annotated[
+        str,
+        typer.Option(
+            help="Quota headers: delta or epoch (X-RateLimit-*), ietf (RateLimit-Policy and "
+            "RateLimit), or none."
+        ),
     ] = "delta",
-    latency_min_ms: Annotated[float, typer.Option(help="Smallest added latency.")] = 0.0,
-    latency_max_ms: Annotated[float, typer.Option(help="Largest added latency.")] = 0.0,
-    error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
+    penalty: Annotated[
+        bool, typer.Option(help="A request during a Retry-After period restarts the penalty.")
+    ] = False,
+    clock_offset: Annotated[
+        float, typer.Option(help="Seconds the server's clock is ahead of the real time.")
+    ] = 0.0,
+    latency_ms: Annotated[float, typer.Option(help="Median added latency.")] = 0.0,
+    latency_sigma: Annotated[
+        float, typer.Option(help="Log-normal shape of the latency (0 = constant).")
+    ] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of requests starting a 5xx run.")] = 0.0,
+    error_burst: Annotated[int, typer.Option(help="Length of each run of 5xx answers.")] = 1,
     drop_rate: Annotated[
         float, typer.Option(help="Share of requests whose connection is closed unanswered.")
     ] = 0.0,
@@ -187,13 +206,18 @@ def simulate(
         gateway_config = GatewayConfig(
             host=host,
             port=port,
+            limiter=limiter,  # type: ignore[arg-type]
             rate_limit=rate_limit,
             window=window,
+            burst=burst,
             retry_after=retry_after,  # type: ignore[arg-type]
-            reset_style=reset_style,  # type: ignore[arg-type]
-            latency_min_ms=latency_min_ms,
-            latency_max_ms=latency_max_ms,
+            limit_headers=limit_headers,  # type: ignore[arg-type]
+            penalty=penalty,
+            clock_offset=clock_offset,
+            latency_ms=latency_ms,
+            latency_sigma=latency_sigma,
             error_rate=error_rate,
+            error_burst=error_burst,
             drop_rate=drop_rate,
             unknown_rate=unknown_rate,
             seed=seed,

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from trade_ingest.errors import ConfigError
+from trade_ingest.pacing import parse_duration, parse_rate
 from trade_ingest.policy import RetryPolicy
 
 ENV_PREFIX = "TRADE_INGEST_"
@@ -43,6 +44,12 @@ class Settings:
     backoff_max: float = 30.0
     max_wait: float = 300.0
     release_jitter: float = 0.25
+    # A documented gateway limit such as "30/min": paced below it from the first request.
+    rate_limit: str = ""
+    # Stop cleanly, leaving the rest for the next run, rather than wait past this ("45m").
+    deadline: str = ""
+    retry_budget: float = 0.2
+    retry_budget_min: int = 10
     max_id_length: int = 128
     id_pattern: str = ""
     max_body_bytes: int = 1_048_576
@@ -58,6 +65,12 @@ class Settings:
             max_wait=self.max_wait,
             release_jitter=self.release_jitter,
         )
+
+    def rate_per_second(self) -> float | None:
+        return parse_rate(self.rate_limit) if self.rate_limit else None
+
+    def deadline_seconds(self) -> float | None:
+        return parse_duration(self.deadline) if self.deadline else None
 
     def redacted(self) -> dict[str, Any]:
         """The settings as the audit log may show them: no credentials in the URL."""
@@ -189,6 +202,26 @@ def validate(settings: Settings) -> None:
             re.compile(settings.id_pattern)
         except re.error as exc:
             raise bad("id_pattern", f"is not a valid regular expression: {exc}") from None
+    if settings.rate_limit:
+        try:
+            settings.rate_per_second()
+        except ValueError:
+            raise bad(
+                "rate_limit", f"must look like 30/min, 5/s or 1/5s, got {settings.rate_limit!r}"
+            ) from None
+    if settings.deadline:
+        try:
+            if not settings.deadline_seconds():
+                raise ValueError
+        except ValueError:
+            raise bad(
+                "deadline",
+                f"must be a duration such as 45m, 90s or 1h30m, got {settings.deadline!r}",
+            ) from None
+    if not 0 <= settings.retry_budget <= 100:
+        raise bad("retry_budget", "must be between 0 and 100 retries per request")
+    if settings.retry_budget_min < 0:
+        raise bad("retry_budget_min", "must be zero or more")
     if settings.base_url:
         validate_base_url(settings.base_url, settings.allow_insecure_http)
 

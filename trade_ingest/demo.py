@@ -15,8 +15,8 @@ from trade_ingest.stats import RunStats
 DEMO_GATEWAY = GatewayConfig(
     rate_limit=60,
     window=1.0,
-    latency_min_ms=5.0,
-    latency_max_ms=40.0,
+    latency_ms=15.0,
+    latency_sigma=0.5,
     error_rate=0.03,
     unknown_rate=0.02,
     seed=7,

@@ -19,14 +19,16 @@ from trade_ingest import __version__
 from trade_ingest.audit import AuditLog
 from trade_ingest.clock import Clock
 from trade_ingest.config import Settings
-from trade_ingest.pacing import RateGate
+from trade_ingest.pacing import FIRST_RESPONSE_POLL, Pacer, PacingEvent, RateGate, RetryBudget
 from trade_ingest.payload import InvalidBody, check_trade_body
 from trade_ingest.policy import (
     Cause,
     GiveUp,
+    Retry,
     RetryPolicy,
     classify_status,
     decide,
+    parse_quota,
     unreadable_hint,
     wait_hint,
 )
@@ -139,11 +141,18 @@ class TradeFetcher:
         rng: random.Random,
         audit: AuditLog,
         stats: RunStats,
+        *,
+        pacer: Pacer | None = None,
+        budget: RetryBudget | None = None,
+        deadline_at: float | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
         self._gate = gate
+        self.pacer = pacer or Pacer(settings.rate_per_second())
+        self._budget = budget or RetryBudget(settings.retry_budget, settings.retry_budget_min)
+        self.deadline_at = deadline_at
         self._clock = clock
         self._rng = rng
         self._audit = audit
@@ -186,43 +195,129 @@ class TradeFetcher:
             cause = _transport_cause(exc)
             return _Attempt(None, cause, empty, "", f"{type(exc).__name__}: {exc}"[:300])
 
-    async def fetch(self, trade_id: str) -> Fetched | Failed:
-        """Try ``trade_id`` until it is fetched or a ``GiveUp`` says stop."""
-        attempt = 0
-        audit, clock, gate, stats = self._audit, self._clock, self._gate, self._stats
+    def past_deadline(self, moment: float) -> bool:
+        return self.deadline_at is not None and moment > self.deadline_at
+
+    def deadline_failure(self, trade_id: str) -> Failed:
+        """The record of a trade not even tried because the deadline has passed."""
+        return self._deadline_give_up(trade_id, 0)
+
+    def _deadline_give_up(self, trade_id: str, attempt: int) -> Failed:
+        detail = "the run's deadline has passed or would pass while waiting; run again later"
+        return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
+
+    async def _send_slot(self, trade_id: str, attempt: int) -> Failed | None:
+        """Wait until this worker may send: no pause in force, and its paced slot reached.
+
+        Returns a failure instead when the wait would pass ``max_wait`` or the
+        deadline. Nothing awaits between the last check and the send, so no
+        request leaves while a pause is in force.
+        """
+        clock, gate, pacer = self._clock, self._gate, self.pacer
         while True:
-            blocked = gate.wait_needed(clock.monotonic())
+            now = clock.monotonic()
+            blocked = gate.wait_needed(now)
             if blocked > self._policy.max_wait:
                 detail = (
                     f"batch paused for {blocked:.0f}s more, over max_wait "
                     f"{self._policy.max_wait:g}s; run again later"
                 )
                 return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
-            await gate.wait_turn()
+            if self.past_deadline(now + blocked):
+                return self._deadline_give_up(trade_id, attempt)
+            if blocked > 0:
+                await gate.wait_turn()
+                paused = gate.take_resume(clock.monotonic())
+                if paused is not None:
+                    self._audit.emit("batch.resumed", paused_s=round(paused, 3))
+                continue
+            slot = pacer.reserve(now)
+            if slot is None:
+                await clock.sleep(FIRST_RESPONSE_POLL)
+                continue
+            if slot <= now:
+                return None
+            if self.past_deadline(slot):
+                return self._deadline_give_up(trade_id, attempt)
+            if slot - now > self._policy.max_wait:
+                detail = (
+                    f"the gateway's rate allows the next request in {slot - now:.0f}s, over "
+                    f"max_wait {self._policy.max_wait:g}s; run again later"
+                )
+                return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
+            await clock.sleep(slot - now)
+            if gate.wait_needed(clock.monotonic()) <= 0:
+                return None
+
+    def _pace(self, event: PacingEvent | None) -> None:
+        if event is not None:
+            self._audit.emit(event.name, **event.fields)
+
+    def _pause_batch(
+        self, trade_id: str, attempt: int, delay: float, source: str, **fields: object
+    ) -> None:
+        if self._gate.pause(self._clock.monotonic(), delay):
+            self._audit.emit(
+                "batch.paused",
+                trade_id=trade_id,
+                attempt=attempt,
+                pause_s=round(delay, 3),
+                delay_source=source,
+                **fields,
+            )
+
+    async def fetch(self, trade_id: str) -> Fetched | Failed:
+        """Try ``trade_id`` until it is fetched or a ``GiveUp`` says stop."""
+        attempt = 0
+        audit, clock, stats, pacer = self._audit, self._clock, self._stats, self.pacer
+        while True:
+            refused = await self._send_slot(trade_id, attempt)
+            if refused is not None:
+                return refused
             attempt += 1
+            if attempt == 1:
+                self._budget.first_attempts += 1
             started = clock.monotonic()
-            result = await self._attempt(trade_id)
-            latency = clock.monotonic() - started
+            pacer.in_flight += 1
+            try:
+                result = await self._attempt(trade_id)
+            finally:
+                pacer.in_flight -= 1
+            now = clock.monotonic()
+            latency = now - started
             stats.attempts += 1
             stats.latency.record(latency)
             if result.status is not None:
                 stats.responses_by_status[result.status] += 1
-            outcome = "ok" if result.cause is None else result.cause.value
             audit.emit(
                 "trade.attempt",
                 trade_id=trade_id,
                 attempt=attempt,
-                outcome=outcome,
+                outcome="ok" if result.cause is None else result.cause.value,
                 status=result.status,
                 latency_ms=round(latency * 1000, 3),
                 **({"error": result.error} if result.error else {}),
             )
+            if result.status is not None:
+                quota = parse_quota(result.headers, clock.wall())
+                if quota is not None:
+                    learned, pause = pacer.on_quota(now, quota)
+                    self._pace(learned)
+                    if pause is not None:
+                        self._pause_batch(
+                            trade_id, attempt, pause, "quota_exhausted", remaining=quota.remaining
+                        )
+            if result.cause is Cause.RATE_LIMITED:
+                pass  # told to the pacer below, with the pause the policy chose
+            elif result.status is not None and result.status < 400:
+                self._pace(pacer.on_success(now, started))
+            else:
+                pacer.on_response()
             if result.cause is None:
-                fetched_at = clock.wall()
                 audit.emit(
                     "trade.fetched", trade_id=trade_id, attempt=attempt, status=result.status
                 )
-                return Fetched(trade_id, result.body, attempt, fetched_at)
+                return Fetched(trade_id, result.body, attempt, clock.wall())
             if result.cause is Cause.POOL_TIMEOUT:
                 stats.pool_timeouts += 1
             hint = wait_hint(result.headers, clock.wall()) if result.status else None
@@ -233,7 +328,20 @@ class TradeFetcher:
                 status=result.status,
                 hint=hint,
                 rng=self._rng,
+                throttle_streak=pacer.throttle_streak,
             )
+            if isinstance(decision, Retry) and result.cause is not Cause.RATE_LIMITED:
+                if not self._budget.allows():
+                    decision = GiveUp(
+                        "retry_budget_exhausted",
+                        f"the batch's retry budget is spent ({self._budget.retries} retries); "
+                        "the gateway looks unhealthy, run again later",
+                    )
+                else:
+                    self._budget.retries += 1
+            if result.cause is Cause.RATE_LIMITED:
+                pause = decision.delay if isinstance(decision, Retry) else 0.0
+                self._pace(pacer.on_throttled(now, started, pause))
             if isinstance(decision, GiveUp):
                 return self._give_up(trade_id, attempt, result, decision)
             stats.retries_by_cause[result.cause.value] += 1
@@ -257,17 +365,16 @@ class TradeFetcher:
                 )
             audit.emit("trade.retry_scheduled", **event)
             if decision.batch_wide:
-                now = clock.monotonic()
-                if gate.pause(now, decision.delay):
-                    audit.emit(
-                        "batch.paused",
-                        trade_id=trade_id,
-                        attempt=attempt,
-                        cause=result.cause.value,
-                        status=result.status,
-                        pause_s=round(decision.delay, 3),
-                        delay_source=decision.source,
-                    )
+                self._pause_batch(
+                    trade_id,
+                    attempt,
+                    decision.delay,
+                    decision.source,
+                    cause=result.cause.value,
+                    status=result.status,
+                )
+            elif self.past_deadline(clock.monotonic() + decision.delay):
+                return self._deadline_give_up(trade_id, attempt)
             else:
                 await clock.sleep(decision.delay)
 

@@ -7,9 +7,13 @@ functions take ``now`` and an ``rng`` so they are tested without sleeping.
 
 from __future__ import annotations
 
+import math
 import random
+import re
+from dataclasses import dataclass
 
 from trade_ingest.clock import Clock
+from trade_ingest.policy import Quota
 
 
 def release_delay(now: float, paused_until: float, jitter: float, rng: random.Random) -> float:
@@ -33,6 +37,7 @@ class RateGate:
         self.paused_until = float("-inf")
         self.paused_seconds = 0.0
         self.pauses = 0
+        self._pause_started: float | None = None
 
     def wait_needed(self, now: float) -> float:
         return max(0.0, self.paused_until - now)
@@ -44,9 +49,17 @@ class RateGate:
             return False
         if now >= self.paused_until:
             self.pauses += 1
+            self._pause_started = now
         self.paused_seconds += until - max(now, self.paused_until)
         self.paused_until = until
         return True
+
+    def take_resume(self, now: float) -> float | None:
+        """Once per pause, to the first worker through: how long the batch stood still."""
+        if self._pause_started is None or now < self.paused_until:
+            return None
+        started, self._pause_started = self._pause_started, None
+        return self.paused_until - started
 
     async def wait_turn(self) -> float:
         """Wait until no pause is in force; returns the seconds waited."""
@@ -59,3 +72,309 @@ class RateGate:
                 return waited
             await self._clock.sleep(delay)
             waited += delay
+
+
+# Pace at this share of what the gateway allows, so arrival-time noise on the
+# network never pushes one window over its quota.
+HEADER_MARGIN = 0.97
+# A configured limit is the user's word: keep only a hair under it.
+CONFIGURED_MARGIN = 0.98
+# Header pacing is corrected by feedback: when a whole window passes with the
+# quota never near exhaustion, the headers understate the rate (a token bucket
+# whose reset is rounded up to a second, say): probe upwards by PROBE_STEP;
+# when it runs out, or a 429 comes anyway, step back.
+PROBE_STEP = 2.0
+PROBE_BACK = 0.95
+HEADROOM_SHARE = 0.25
+# Learning without headers (AIMD, as TCP and AWS's adaptive retry mode): a
+# 429 cuts the rate to DECREASE of the rate that was throttled; it wins back
+# RECOVERY_SHARE of it within RECOVERY_SECONDS, then probes upwards, slowly
+# at first (PROBE_START per second) and twice as fast after each quiet
+# PROBE_DOUBLING seconds without a 429.
+DECREASE = 0.85
+RECOVERY_SHARE = 0.97
+RECOVERY_SECONDS = 3.0
+PROBE_START = 0.02
+PROBE_DOUBLING = 2.0
+PROBE_MAX = 0.5
+MIN_RATE = 1e-4  # one request in about three hours
+# Until the first response tells us something, only one request is in flight.
+FIRST_RESPONSE_POLL = 0.005
+# Changes smaller than this are not worth an audit event.
+REPORTABLE_CHANGE = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class PacingEvent:
+    """A pacing decision for the audit log: ``pacing.rate_learned`` or ``pacing.rate_changed``."""
+
+    name: str
+    fields: dict[str, object]
+
+
+def parse_rate(text: str) -> float:
+    """Requests per second for ``30/min``, ``5/s``, ``1/5s``, ``400/1m``, ``100/hour``."""
+    count_text, sep, per = text.strip().lower().partition("/")
+    try:
+        count = float(count_text)
+        seconds = parse_duration(per if per[:1].isdigit() else "1" + per) if sep else 0.0
+    except ValueError:
+        seconds = 0.0
+        count = 0.0
+    if not (count > 0 and seconds > 0 and math.isfinite(count)):
+        raise ValueError(f"not a rate like 30/min or 5/s: {text!r}")
+    return count / seconds
+
+
+_UNITS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``45m``, ``90s``, ``1h30m``, ``2 hours`` or a plain number of seconds."""
+    cleaned = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
+        return float(cleaned)
+    parts = _DURATION_PART.findall(cleaned)
+    if not parts or _DURATION_PART.sub("", cleaned).strip():
+        raise ValueError(f"not a duration like 45m, 90s or 1h30m: {text!r}")
+    total = 0.0
+    for number, unit in parts:
+        if unit not in _UNITS:
+            raise ValueError(f"unknown unit {unit!r} in {text!r}")
+        total += float(number) * _UNITS[unit]
+    return total
+
+
+class Pacer:
+    """The batch's send rate: from a configured limit, the quota headers, or learned from 429s.
+
+    Workers ``reserve`` a send slot; slots are ``1 / rate`` apart, so the
+    batch sends evenly instead of bursting into the limit. Every method takes
+    ``now`` (monotonic seconds); nothing here reads a clock or sleeps.
+    """
+
+    def __init__(self, configured_rate: float | None = None) -> None:
+        self.configured = configured_rate * CONFIGURED_MARGIN if configured_rate else None
+        self.header_rate: float | None = None
+        self.probe_factor = 1.0
+        self.learned_rate: float | None = None
+        self.ceiling: float | None = None
+        self.headers_seen = False
+        self.responded = False
+        self._first_sent = False
+        self.window_estimate: float | None = None
+        self.in_flight = 0
+        self.throttle_streak = 0
+        self._next_slot = -math.inf
+        self._pacer_bound = False
+        self._last_429: float | None = None
+        self._last_pause_end: float | None = None
+        self._successes_since_429 = 0
+        self._last_increase: float | None = None
+        self._probe_speed = PROBE_START
+        self._quiet_since: float | None = None
+        self._period_start: float | None = None
+        self._low_water = math.inf
+        self._sent_in_period = 0
+        self._reported: float | None = None
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second the batch may send now; None = no limit known."""
+        told = self.header_rate * self.probe_factor if self.header_rate is not None else None
+        own = told if self.headers_seen else self.learned_rate
+        candidates = [r for r in (self.configured, own) if r is not None]
+        return max(MIN_RATE, min(candidates)) if candidates else None
+
+    def reserve(self, now: float) -> float | None:
+        """The time at which the caller may send; slots are handed out 1/rate apart.
+
+        None means "not yet": the first request is out and nothing is known
+        until it comes back; ask again after ``FIRST_RESPONSE_POLL``.
+        """
+        rate = self.rate
+        if rate is None:
+            if not self.responded:
+                if self._first_sent:
+                    return None
+                self._first_sent = True
+            return now
+        slot = max(now, self._next_slot)
+        self._pacer_bound = slot > now
+        self._next_slot = slot + 1.0 / rate
+        self._sent_in_period += 1
+        return slot
+
+    def _report(self, reason: str, **fields: object) -> PacingEvent | None:
+        rate = self.rate
+        if rate is None:
+            return None
+        if self._reported is None:
+            self._reported = rate
+            return PacingEvent(
+                "pacing.rate_learned", {"rate_per_s": round(rate, 4), "source": reason, **fields}
+            )
+        if abs(rate - self._reported) < REPORTABLE_CHANGE * self._reported:
+            return None
+        event = PacingEvent(
+            "pacing.rate_changed",
+            {
+                "from_per_s": round(self._reported, 4),
+                "rate_per_s": round(rate, 4),
+                "reason": reason,
+                **fields,
+            },
+        )
+        self._reported = rate
+        return event
+
+    def on_response(self) -> None:
+        self.responded = True
+
+    def _watch_headroom(self, now: float, quota: Quota, window: float | None) -> str | None:
+        """Probe upwards after a whole window in which the quota never came near running out."""
+        if quota.remaining is None or not quota.limit:
+            return None
+        period = max(window or 1.0, 1.0)
+        if self._period_start is None:
+            # The first window is a warm-up: a sliding log is not yet full in it.
+            self._period_start = now + period
+            return None
+        if now < self._period_start:
+            return None
+        self._low_water = min(self._low_water, quota.remaining - self.in_flight)
+        if now - self._period_start < period:
+            return None
+        roomy = self._low_water > HEADROOM_SHARE * quota.limit and self._pacer_bound
+        sent, unused = self._sent_in_period, self._low_water
+        self._period_start, self._low_water, self._sent_in_period = now, math.inf, 0
+        if roomy and sent:
+            # The gateway would have taken at least ``unused`` more in this period.
+            self.probe_factor *= min(PROBE_STEP, (sent + unused) / sent)
+            return "quota_unused"
+        return None
+
+    def on_quota(self, now: float, quota: Quota) -> tuple[PacingEvent | None, float | None]:
+        """Pace from a response's quota headers; returns an event and a pause (seconds).
+
+        The rate is the policy's (limit / window, the window stated or the
+        longest reset seen); without a limit, the remaining quota spread over
+        the time to reset. A quota already spent pauses the batch until it
+        comes back: its reset, or one paced slot per request in flight when
+        the rate is known (a rounded-up reset would waste most of a second).
+        """
+        self.responded = True
+        self.headers_seen = True
+        if quota.reset is not None and quota.window is None:
+            seen = math.ceil(quota.reset)
+            if self.window_estimate is None or seen > self.window_estimate:
+                self.window_estimate = float(seen)
+        window = quota.window or self.window_estimate
+        rate: float | None = None
+        if quota.limit and window:
+            rate = quota.limit / window * HEADER_MARGIN
+        elif quota.remaining is not None and quota.reset:
+            rate = max(quota.remaining - self.in_flight, 1) / quota.reset * HEADER_MARGIN
+        if rate is not None:
+            self.header_rate = max(rate, MIN_RATE)
+        reason = self._watch_headroom(now, quota, window) or "headers"
+        pause = None
+        if quota.remaining == 0 and quota.reset is not None and quota.reset > 0:
+            pause = quota.reset
+            paced = self.rate
+            if paced is not None and quota.limit and window:
+                pause = min(pause, (self.in_flight + 1) / paced)
+                self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
+                reason = "quota_exhausted"
+        return self._report(reason, limit=quota.limit, window_s=window), pause
+
+    def _after_last_429(self, sent_at: float) -> bool:
+        return self._last_429 is None or sent_at > self._last_429
+
+    def on_success(self, now: float, sent_at: float) -> PacingEvent | None:
+        """A request went through: the throttle streak ends; a learned rate creeps up."""
+        self.responded = True
+        self.throttle_streak = 0
+        if self._after_last_429(sent_at):
+            self._successes_since_429 += 1
+        if self.headers_seen or self.learned_rate is None or self.ceiling is None:
+            return None
+        last = self._last_increase if self._last_increase is not None else now
+        elapsed = max(0.0, now - last)
+        self._last_increase = now
+        target = self.ceiling * RECOVERY_SHARE
+        if self.learned_rate < target:
+            step = (target - self.ceiling * DECREASE) * elapsed / RECOVERY_SECONDS
+            self.learned_rate = min(target, self.learned_rate + step)
+            self._quiet_since = now
+            return self._report("recovering")
+        quiet_since = self._quiet_since if self._quiet_since is not None else now
+        if now - quiet_since >= PROBE_DOUBLING:
+            self._probe_speed = min(PROBE_MAX, self._probe_speed * 2)
+            self._quiet_since = now
+        self.learned_rate *= 1.0 + self._probe_speed * elapsed
+        return self._report("probing")
+
+    def on_throttled(self, now: float, sent_at: float, pause: float = 0.0) -> PacingEvent | None:
+        """A 429: learn the rate (from the second one on) or cut it (AIMD).
+
+        A 429 for a request sent before the previous 429 came back is the same
+        throttling seen again, not news: only the first of them counts.
+        """
+        self.responded = True
+        self.throttle_streak += 1
+        if not self._after_last_429(sent_at):
+            return None
+        previous, successes = self._last_pause_end, self._successes_since_429
+        self._last_429 = now
+        self._last_pause_end = now + pause
+        self._successes_since_429 = 0
+        if self.headers_seen:
+            # Paced from headers and still throttled: the margin was too thin.
+            self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
+            return self._report("throttled_despite_headers")
+        if self.learned_rate is None:
+            if previous is None or successes == 0 or now + pause <= previous:
+                return None
+            # What the gateway let through from the end of one throttle to the
+            # end of the next is its rate. Ends, not starts: a window's quota
+            # runs out at any moment, but it comes back when the window turns.
+            self.ceiling = max(MIN_RATE, successes / (now + pause - previous))
+            self.learned_rate = self.ceiling * RECOVERY_SHARE
+        else:
+            self.ceiling = self.learned_rate
+            self.learned_rate = max(MIN_RATE, self.learned_rate * DECREASE)
+        self._last_increase = self._quiet_since = now
+        self._probe_speed = PROBE_START
+        return self._report("429", ceiling_per_s=round(self.ceiling, 4))
+
+
+class RetryBudget:
+    """Retries stay a bounded share of the batch's requests (as gRPC and Finagle do).
+
+    ``minimum + ratio * first_attempts`` retries in all; 429s are not counted,
+    since the rate gate and the pacer already govern them.
+    """
+
+    def __init__(self, ratio: float, minimum: int) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self.first_attempts = 0
+        self.retries = 0
+
+    def allows(self) -> bool:
+        return self.retries < self.minimum + self.ratio * self.first_attempts

@@ -44,6 +44,8 @@ DEFAULT_GRACE_SECONDS = 5.0
 _READ_SIZE = 64 * 1024
 _CHUNKS_IN_FLIGHT = 4
 _END = object()
+# Failures that a later run will most likely turn into results: exit 75, not 1.
+DEFERRING_REASONS = frozenset({"deferred", "retry_budget_exhausted"})
 
 IdItem = TradeId | InvalidId | DuplicateId
 
@@ -181,8 +183,16 @@ class Batch:
         self._clock = clock
         self._on_progress = on_progress
         self._gate = RateGate(clock, rng, job.settings.release_jitter)
+        deadline = job.settings.deadline_seconds()
         self._fetcher = TradeFetcher(
-            client, job.settings, self._gate, clock, rng, audit, self.stats
+            client,
+            job.settings,
+            self._gate,
+            clock,
+            rng,
+            audit,
+            self.stats,
+            deadline_at=None if deadline is None else clock.monotonic() + deadline,
         )
         self._work: asyncio.Queue[TradeId | None] = asyncio.Queue(job.settings.concurrency * 2)
 
@@ -216,7 +226,7 @@ class Batch:
             )
             self._write(self._failures, line)
             self.stats.failures_by_reason[outcome.reason] += 1
-            if outcome.reason == "deferred":
+            if outcome.reason in DEFERRING_REASONS:
                 self.stats.deferred += 1
             else:
                 self.stats.failed += 1
@@ -277,7 +287,10 @@ class Batch:
             if self.stop.is_set:
                 self.stats.pending += 1
                 continue
-            outcome = await self._fetcher.fetch(item.value)
+            if self._fetcher.past_deadline(self._clock.monotonic()):
+                outcome: Fetched | Failed = self._fetcher.deadline_failure(item.value)
+            else:
+                outcome = await self._fetcher.fetch(item.value)
             try:
                 self._record(outcome)
             except (OutputClosed, OutputWriteError):

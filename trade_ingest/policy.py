@@ -71,7 +71,7 @@ def classify_status(status: int) -> Cause | None:
     return Cause.CLIENT_ERROR
 
 
-DelaySource = Literal["retry_after", "x_ratelimit_reset", "backoff"]
+DelaySource = Literal["retry_after", "x_ratelimit_reset", "ratelimit_reset", "backoff"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +157,8 @@ def wait_hint(headers: Mapping[str, str], client_wall: float) -> WaitHint | None
 
     ``Retry-After`` wins; otherwise ``X-RateLimit-Reset`` counts when the quota
     is spent (``X-RateLimit-Remaining: 0``, or no remaining count at all).
-    ``headers`` must look names up case-insensitively (``httpx.Headers`` does).
+    The IETF ``RateLimit`` reset counts the same way. ``headers`` must look
+    names up case-insensitively (``httpx.Headers`` does).
     """
     now = server_now(headers, client_wall)
     retry_after = headers.get("retry-after")
@@ -170,7 +171,94 @@ def wait_hint(headers: Mapping[str, str], client_wall: float) -> WaitHint | None
         delay = parse_ratelimit_reset(reset, now)
         if delay is not None:
             return WaitHint(delay, "x_ratelimit_reset", reset)
+    quota = _ietf_quota(headers, now)
+    if quota is not None and quota.reset is not None and quota.remaining in (0, None):
+        raw = headers.get("ratelimit") or headers.get("ratelimit-reset") or ""
+        return WaitHint(quota.reset, "ratelimit_reset", raw)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What the quota headers of one response say (each part may be missing).
+
+    ``reset`` is seconds from now until the quota comes back, read against
+    the server's ``Date``; ``window`` is the policy window when the gateway
+    states it (IETF ``RateLimit-Policy: q=..;w=..``).
+    """
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None
+    window: float | None = None
+
+
+_SF_PARAM = re.compile(r"\b([a-z][a-z0-9_-]*)\s*=\s*(\d{1,15}(?:\.\d{1,9})?)\b", re.IGNORECASE)
+
+
+def _params(value: str) -> list[dict[str, float]]:
+    """``key=number`` parameters of each comma-separated item of a structured field."""
+    items = []
+    for item in value.split(","):
+        found = {k.lower(): float(v) for k, v in _SF_PARAM.findall(item)}
+        if found:
+            items.append(found)
+    return items
+
+
+def _ietf_quota(headers: Mapping[str, str], now: float) -> Quota | None:
+    """IETF draft fields: ``RateLimit``/``RateLimit-Policy`` (draft 08 and later),
+    ``RateLimit: limit=, remaining=, reset=`` (draft 07), or the separate
+    ``RateLimit-Limit``/``-Remaining``/``-Reset`` fields of the early drafts."""
+    limit = remaining = None
+    reset = window = None
+    policy_value = headers.get("ratelimit-policy")
+    if policy_value:
+        # Several policies: the most restrictive (lowest rate) governs.
+        policies = [p for p in _params(policy_value) if p.get("q") and p.get("w")]
+        if policies:
+            tightest = min(policies, key=lambda p: p["q"] / p["w"])
+            limit, window = int(tightest["q"]), tightest["w"]
+    field = headers.get("ratelimit")
+    if field:
+        items = _params(field)
+        if any({"limit", "remaining", "reset"} & item.keys() for item in items):
+            # Draft 07 lists one policy's keys as comma-separated members.
+            items = [{k: v for item in items for k, v in item.items()}]
+        if items:
+            item = min(items, key=lambda p: p.get("r", p.get("remaining", math.inf)))
+            r = item.get("r", item.get("remaining"))
+            t = item.get("t", item.get("reset"))
+            remaining = None if r is None else int(r)
+            reset = t
+            if limit is None and "limit" in item:
+                limit = int(item["limit"])
+    for name in ("limit", "remaining"):
+        value = _int_header(headers, f"ratelimit-{name}")
+        if value is not None and name == "limit" and limit is None:
+            limit = value
+        elif value is not None and name == "remaining" and remaining is None:
+            remaining = value
+    if reset is None and headers.get("ratelimit-reset"):
+        reset = parse_ratelimit_reset(headers["ratelimit-reset"], now)
+    if limit is None and remaining is None and reset is None:
+        return None
+    return Quota(limit, remaining, reset, window)
+
+
+def parse_quota(headers: Mapping[str, str], client_wall: float) -> Quota | None:
+    """The quota a response reports, from X-RateLimit-* or the IETF fields; None if neither."""
+    now = server_now(headers, client_wall)
+    ietf = _ietf_quota(headers, now)
+    if ietf is not None:
+        return ietf
+    limit = _int_header(headers, "x-ratelimit-limit")
+    remaining = _int_header(headers, "x-ratelimit-remaining")
+    reset_value = headers.get("x-ratelimit-reset")
+    reset = parse_ratelimit_reset(reset_value, now) if reset_value else None
+    if limit is None and remaining is None and reset is None:
+        return None
+    return Quota(limit, remaining, reset, None)
 
 
 def unreadable_hint(headers: Mapping[str, str]) -> str | None:
@@ -193,6 +281,19 @@ class RetryPolicy:
     max_wait: float = 300.0
     # Spread of the batch's release after a pause, so workers do not stampede.
     release_jitter: float = 0.25
+    # First pause after a 429 that carried no Retry-After or reset.
+    throttle_base: float = 1.0
+
+    def throttle_backoff(self, streak: int, rng: random.Random) -> float:
+        """The batch's pause after a 429 that carried no hint: "equal jitter".
+
+        ``uniform(0.5, 1) * min(backoff_max, throttle_base * 2 ** (streak - 1))``.
+        Unlike full jitter it never comes back at once, which a gateway with a
+        penalty box would punish by extending the penalty.
+        """
+        exponent = min(max(streak - 1, 0), 62)
+        ceiling = min(self.backoff_max, self.throttle_base * math.ldexp(1.0, exponent))
+        return ceiling * rng.uniform(0.5, 1.0)
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
         """Full-jitter wait before retry ``retry_number`` (1 = the first retry)."""
@@ -226,8 +327,13 @@ def decide(
     status: int | None,
     hint: WaitHint | None,
     rng: random.Random,
+    throttle_streak: int = 1,
 ) -> Retry | GiveUp:
-    """What to do after attempt number ``attempt`` (1-based) failed with ``cause``."""
+    """What to do after attempt number ``attempt`` (1-based) failed with ``cause``.
+
+    ``throttle_streak`` counts the batch's 429s since its last success: a 429
+    without any hint pauses the whole batch for a wait that grows with it.
+    """
     if cause is Cause.REDIRECT:
         return GiveUp(f"http_{status}", f"HTTP {status}: redirects are not followed")
     if cause is Cause.CLIENT_ERROR:
@@ -236,10 +342,10 @@ def decide(
         return GiveUp(cause.value, f"{cause.value}: not retried")
     if hint is not None:
         retry = Retry(hint.delay, hint.source, batch_wide=True)
+    elif cause is Cause.RATE_LIMITED:
+        retry = Retry(policy.throttle_backoff(throttle_streak, rng), "backoff", batch_wide=True)
     else:
-        retry = Retry(
-            policy.backoff(attempt, rng), "backoff", batch_wide=cause is Cause.RATE_LIMITED
-        )
+        retry = Retry(policy.backoff(attempt, rng), "backoff", batch_wide=False)
     if retry.delay > policy.max_wait:
         return GiveUp(
             "deferred",

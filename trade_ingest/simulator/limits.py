@@ -1,10 +1,19 @@
-"""Rate limiters of the simulated gateway: pure, given ``now`` (monotonic seconds)."""
+"""Rate limiters of the simulated gateway: pure, given ``now`` (monotonic seconds).
+
+Each answers ``admit(now)`` with whether the request may pass and what the
+rate-limit headers should say: ``remaining`` requests and ``reset_after``
+seconds until quota comes back (for a refused request: until one more
+request would pass, which is also what ``Retry-After`` says).
+"""
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+LimiterKind = Literal["fixed", "sliding", "token"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,10 +23,14 @@ class Admission:
     allowed: bool
     limit: int
     remaining: int
-    reset_after: float  # seconds until the quota is (at least partly) restored
+    reset_after: float
 
 
 class RateLimiter(Protocol):
+    limit: int
+    # The policy's window in seconds, as advertised in RateLimit-Policy (w=).
+    window: float
+
     def admit(self, now: float) -> Admission: ...
 
 
@@ -41,3 +54,60 @@ class FixedWindowLimiter:
             return Admission(False, self.limit, 0, reset_after)
         self._used += 1
         return Admission(True, self.limit, self.limit - self._used, reset_after)
+
+
+class SlidingLogLimiter:
+    """At most ``limit`` requests in any ``window`` seconds (an exact log of admissions)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        if limit < 1 or not window > 0:
+            raise ValueError("a sliding window needs limit >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self._log: deque[float] = deque()
+
+    def admit(self, now: float) -> Admission:
+        log = self._log
+        while log and log[0] <= now - self.window:
+            log.popleft()
+        if len(log) >= self.limit:
+            return Admission(False, self.limit, 0, log[0] + self.window - now)
+        log.append(now)
+        return Admission(True, self.limit, self.limit - len(log), log[0] + self.window - now)
+
+
+class TokenBucketLimiter:
+    """Refills ``limit / window`` tokens a second up to ``burst``; a request takes one."""
+
+    def __init__(self, limit: int, window: float, burst: int | None = None) -> None:
+        if limit < 1 or not window > 0:
+            raise ValueError("a token bucket needs limit >= 1 and window > 0")
+        self.rate = limit / window
+        self.burst = burst or limit
+        if self.burst < 1:
+            raise ValueError("a token bucket needs burst >= 1")
+        self.limit = self.burst
+        # The time to refill from empty: how RateLimit-Policy expresses a bucket.
+        self.window = self.burst / self.rate
+        self._tokens = float(self.burst)
+        self._last: float | None = None
+
+    def admit(self, now: float) -> Admission:
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return Admission(False, self.burst, 0, (1.0 - self._tokens) / self.rate)
+        self._tokens -= 1.0
+        remaining = math.floor(self._tokens)
+        if remaining == 0:
+            return Admission(True, self.burst, 0, (1.0 - self._tokens) / self.rate)
+        return Admission(True, self.burst, remaining, (self.burst - self._tokens) / self.rate)
+
+
+def make_limiter(kind: LimiterKind, limit: int, window: float, burst: int | None) -> RateLimiter:
+    if kind == "fixed":
+        return FixedWindowLimiter(limit, window)
+    if kind == "sliding":
+        return SlidingLogLimiter(limit, window)
+    return TokenBucketLimiter(limit, window, burst)

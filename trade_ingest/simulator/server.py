@@ -24,47 +24,71 @@ from urllib.parse import unquote
 
 import h11
 
-from trade_ingest.simulator.limits import Admission, FixedWindowLimiter, RateLimiter
+from trade_ingest.simulator.limits import Admission, LimiterKind, RateLimiter, make_limiter
 from trade_ingest.simulator.trades import is_unknown, render_trade_body
 
 RetryAfterStyle = Literal["seconds", "http-date", "none"]
-ResetStyle = Literal["delta", "epoch", "none"]
+LimitHeaders = Literal["delta", "epoch", "ietf", "none"]
 _SERVER_ERRORS = (500, 502, 503)
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    """How the simulated gateway behaves; every fault is off by default."""
+    """How the simulated gateway behaves; every fault is off by default.
+
+    ``limit_headers``: ``delta``/``epoch`` send X-RateLimit-Limit/Remaining/Reset
+    with the reset as seconds from now or as epoch seconds; ``ietf`` sends the
+    IETF ``RateLimit-Policy`` and ``RateLimit`` fields; ``none`` sends neither.
+    ``penalty``: a request that arrives while a Retry-After is in force is
+    refused and restarts the penalty (a full window), as ENTSO-E-style
+    gateways do. ``clock_offset``: seconds the server's wall clock is ahead of
+    the client's (its ``Date`` header tells the truth about it). Latency is
+    log-normal around ``latency_ms`` with shape ``latency_sigma``. Server
+    errors come in runs of ``error_burst`` requests, starting at ``error_rate``.
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
+    limiter: LimiterKind = "fixed"
     rate_limit: int | None = None
     window: float = 1.0
+    burst: int | None = None
     retry_after: RetryAfterStyle = "seconds"
-    reset_style: ResetStyle = "delta"
-    latency_min_ms: float = 0.0
-    latency_max_ms: float = 0.0
+    limit_headers: LimitHeaders = "delta"
+    penalty: bool = False
+    clock_offset: float = 0.0
+    latency_ms: float = 0.0
+    latency_sigma: float = 0.0
     error_rate: float = 0.0
+    error_burst: int = 1
     drop_rate: float = 0.0
     unknown_rate: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.limiter not in ("fixed", "sliding", "token"):
+            raise ValueError("limiter must be fixed, sliding or token")
         if self.rate_limit is not None and self.rate_limit < 1:
             raise ValueError("rate_limit must be at least 1 request per window")
         if not 0 < self.window < math.inf:
             raise ValueError("window must be a positive number of seconds")
+        if self.burst is not None and self.burst < 1:
+            raise ValueError("burst must be at least 1")
         if self.retry_after not in ("seconds", "http-date", "none"):
             raise ValueError("retry_after must be seconds, http-date or none")
-        if self.reset_style not in ("delta", "epoch", "none"):
-            raise ValueError("reset_style must be delta, epoch or none")
-        if not 0 <= self.latency_min_ms <= self.latency_max_ms:
-            raise ValueError("latency must satisfy 0 <= latency_min_ms <= latency_max_ms")
+        if self.limit_headers not in ("delta", "epoch", "ietf", "none"):
+            raise ValueError("limit_headers must be delta, epoch, ietf or none")
+        if not 0 <= self.latency_ms < math.inf or not 0 <= self.latency_sigma <= 3:
+            raise ValueError("latency_ms must be >= 0 and latency_sigma between 0 and 3")
         for name in ("error_rate", "drop_rate", "unknown_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if self.error_burst < 1:
+            raise ValueError("error_burst must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
+        if not math.isfinite(self.clock_offset):
+            raise ValueError("clock_offset must be a finite number of seconds")
 
 
 @dataclass
@@ -75,6 +99,13 @@ class GatewayStats:
     by_status: Counter[int] = field(default_factory=Counter)
     dropped: int = 0
     per_trade: Counter[str] = field(default_factory=Counter)
+    # Requests that arrived while a Retry-After the server had announced was in force.
+    during_retry_after: int = 0
+    penalties: int = 0
+    # Monotonic times of the first trade request and the last answer: the span
+    # in which the gateway was busy with the batch.
+    first_request_at: float | None = None
+    last_answer_at: float | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -83,6 +114,13 @@ class GatewayStats:
             "dropped": self.dropped,
             "distinct_trades": len(self.per_trade),
             "repeated_trades": sum(1 for n in self.per_trade.values() if n > 1),
+            "during_retry_after": self.during_retry_after,
+            "penalties": self.penalties,
+            "busy_seconds": (
+                round(self.last_answer_at - self.first_request_at, 4)
+                if self.first_request_at is not None and self.last_answer_at is not None
+                else 0.0
+            ),
         }
 
 
@@ -103,14 +141,23 @@ class SimulatedGateway:
         self.config = config
         self.stats = GatewayStats()
         self._monotonic = clock_monotonic
-        self._wall = clock_wall
+        self._clock_wall = clock_wall
         self._rng = random.Random(config.seed)
         self._limiter: RateLimiter | None = (
-            FixedWindowLimiter(config.rate_limit, config.window) if config.rate_limit else None
+            make_limiter(config.limiter, config.rate_limit, config.window, config.burst)
+            if config.rate_limit
+            else None
         )
+        # Until when (monotonic) the server has told a client to stay away.
+        self._blocked_until = -math.inf
+        self._errors_left = 0
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
+
+    def _wall(self) -> float:
+        """The server's own wall clock, ``clock_offset`` ahead of the real one."""
+        return self._clock_wall() + self.config.clock_offset
 
     @property
     def base_url(self) -> str:
@@ -225,13 +272,22 @@ class SimulatedGateway:
         writer.write(connection.send(h11.Response(status_code=status, headers=headers)) or b"")
         writer.write(connection.send(h11.Data(data=body)) or b"")
         writer.write(connection.send(h11.EndOfMessage()) or b"")
+        self.stats.last_answer_at = self._monotonic()
         await writer.drain()
 
     def _limit_headers(self, admission: Admission) -> list[tuple[str, str]]:
-        if self.config.reset_style == "none":
+        style = self.config.limit_headers
+        if style == "none" or self._limiter is None:
             return []
         reset_after = math.ceil(admission.reset_after)
-        if self.config.reset_style == "epoch":
+        if style == "ietf":
+            window = self._limiter.window
+            w = str(int(window)) if float(window).is_integer() else f"{window:.3f}"
+            return [
+                ("RateLimit-Policy", f'"default";q={admission.limit};w={w}'),
+                ("RateLimit", f'"default";r={admission.remaining};t={reset_after}'),
+            ]
+        if style == "epoch":
             reset = str(math.ceil(self._wall() + admission.reset_after))
         else:
             reset = str(reset_after)
@@ -241,13 +297,35 @@ class SimulatedGateway:
             ("X-RateLimit-Reset", reset),
         ]
 
-    def _retry_after(self, admission: Admission) -> list[tuple[str, str]]:
+    def _retry_after(self, seconds: float) -> list[tuple[str, str]]:
         if self.config.retry_after == "seconds":
-            return [("Retry-After", str(max(1, math.ceil(admission.reset_after))))]
+            return [("Retry-After", str(max(1, math.ceil(seconds))))]
         if self.config.retry_after == "http-date":
-            when = math.ceil(self._wall() + admission.reset_after)
+            when = math.ceil(self._wall() + seconds)
             return [("Retry-After", formatdate(when, usegmt=True))]
         return []
+
+    def _admit(self, now: float) -> tuple[Admission, float] | None:
+        """The limiter's answer, with the Retry-After to announce when refused."""
+        if self._limiter is None:
+            return None
+        if now < self._blocked_until:
+            self.stats.during_retry_after += 1
+            if self.config.penalty:
+                # Knocking during the penalty restarts it; the limiter is not consulted.
+                self.stats.penalties += 1
+                self._blocked_until = now + self._limiter.window
+                wait = self._blocked_until - now
+                return Admission(False, self._limiter.limit, 0, wait), wait
+        admission = self._limiter.admit(now)
+        if admission.allowed:
+            return admission, 0.0
+        # What a client is told is what counts: Retry-After is rounded up to a second.
+        told = admission.reset_after
+        if self.config.retry_after != "none":
+            told = max(1.0, math.ceil(admission.reset_after))
+        self._blocked_until = max(self._blocked_until, now + told)
+        return admission, told
 
     async def _respond(
         self, connection: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request
@@ -260,6 +338,8 @@ class SimulatedGateway:
             return True
         config, rng = self.config, self._rng
         self.stats.requests += 1
+        if self.stats.first_request_at is None:
+            self.stats.first_request_at = self._monotonic()
         segments = path.split("/")
         if len(segments) != 3 or segments[1] != "trades" or not segments[2]:
             return await self._answer(connection, writer, 404, {"error": "no such resource"}, [])
@@ -271,16 +351,23 @@ class SimulatedGateway:
             self.stats.dropped += 1
             return False
         extra: list[tuple[str, str]] = []
-        if self._limiter is not None:
-            admission = self._limiter.admit(self._monotonic())
+        answer = self._admit(self._monotonic())
+        if answer is not None:
+            admission, wait = answer
             extra = self._limit_headers(admission)
             if not admission.allowed:
-                extra += self._retry_after(admission)
+                extra += self._retry_after(wait)
                 body = {"error": "rate limit exceeded", "trade_id": trade_id}
                 return await self._answer(connection, writer, 429, body, extra)
-        if config.latency_max_ms > 0:
-            await asyncio.sleep(rng.uniform(config.latency_min_ms, config.latency_max_ms) / 1000)
-        if config.error_rate and rng.random() < config.error_rate:
+        if config.latency_ms > 0:
+            delay = config.latency_ms / 1000
+            if config.latency_sigma > 0:
+                delay *= math.exp(rng.gauss(0.0, config.latency_sigma))
+            await asyncio.sleep(min(delay, 30.0))
+        if self._errors_left == 0 and config.error_rate and rng.random() < config.error_rate:
+            self._errors_left = config.error_burst
+        if self._errors_left:
+            self._errors_left -= 1
             status = rng.choice(_SERVER_ERRORS)
             return await self._answer(connection, writer, status, {"error": "upstream"}, extra)
         if is_unknown(trade_id, config.unknown_rate):

@@ -1,0 +1,294 @@
+"""Rate-limit benchmark: trade-ingest beside the naive recipe, scenario by scenario.
+
+    python -m tests.bench.bench_ratelimit            # the full matrix (about 15 minutes)
+    python -m tests.bench.bench_ratelimit --quick    # fewer trades, a subset
+    python -m tests.bench.bench_ratelimit --only penalty
+
+Each scenario starts the simulated gateway in its own process on 127.0.0.1,
+runs `trade-ingest run` (a subprocess, so its CPU time is its own), then the
+naive baseline against a fresh gateway with the same settings. Printed per
+client: efficiency (ideal time / wall time, ideal = trades / the limit's
+sustained rate), trades/s, the share of requests answered 429 (overall, and
+for trade-ingest after its first discovery of the rate), trades lost or
+duplicated (must be 0), failures, CPU seconds. Nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    limiter: str = "fixed"
+    rate_limit: int = 40
+    window: float = 2.0
+    burst: int | None = None
+    limit_headers: str = "delta"
+    retry_after: str = "seconds"
+    penalty: bool = False
+    clock_offset: float = 0.0
+    latency_ms: float = 10.0
+    latency_sigma: float = 0.5
+    error_rate: float = 0.0
+    error_burst: int = 1
+    drop_rate: float = 0.0
+    run_args: tuple[str, ...] = ()
+
+    @property
+    def told(self) -> bool:
+        """Whether the headers tell the limit (quota and reset)."""
+        return self.limit_headers != "none"
+
+    @property
+    def rate(self) -> float:
+        return self.rate_limit / self.window
+
+    def simulate_args(self) -> list[str]:
+        args = [
+            "--limiter", self.limiter, "--rate-limit", str(self.rate_limit),
+            "--window", str(self.window), "--limit-headers", self.limit_headers,
+            "--retry-after", self.retry_after, "--clock-offset", str(self.clock_offset),
+            "--latency-ms", str(self.latency_ms), "--latency-sigma", str(self.latency_sigma),
+            "--error-rate", str(self.error_rate), "--error-burst", str(self.error_burst),
+            "--drop-rate", str(self.drop_rate), "--seed", "11",
+        ]  # fmt: skip
+        if self.burst:
+            args += ["--burst", str(self.burst)]
+        if self.penalty:
+            args.append("--penalty")
+        return args
+
+
+def matrix() -> list[Scenario]:
+    scenarios = []
+    for limiter in ("fixed", "sliding", "token"):
+        for headers, retry_after in (
+            ("delta", "seconds"),
+            ("epoch", "http-date"),
+            ("ietf", "seconds"),
+            ("none", "seconds"),
+            ("none", "http-date"),
+            ("none", "none"),
+        ):
+            scenarios.append(
+                Scenario(
+                    f"{limiter}/{headers}/ra-{retry_after}",
+                    limiter=limiter,
+                    limit_headers=headers,
+                    retry_after=retry_after,
+                    burst=10 if limiter == "token" else None,
+                    rate_limit=20 if limiter == "token" else 40,
+                    window=1.0 if limiter == "token" else 2.0,
+                )
+            )
+    scenarios += [
+        Scenario("skew+300s/epoch/http-date", limit_headers="epoch", retry_after="http-date",
+                 clock_offset=300.0),
+        Scenario("skew-300s/none/http-date", limit_headers="none", retry_after="http-date",
+                 clock_offset=-300.0),
+        Scenario("penalty/fixed/delta", penalty=True),
+        Scenario("penalty/fixed/none", penalty=True, limit_headers="none"),
+        Scenario("penalty/token/none", limiter="token", rate_limit=20, window=1.0, burst=10,
+                 penalty=True, limit_headers="none"),
+        Scenario("latency-80ms-heavy-tail/sliding/ietf", limiter="sliding", limit_headers="ietf",
+                 latency_ms=80.0, latency_sigma=1.0),
+        Scenario("faults-5xx-bursts/fixed/delta", error_rate=0.03, error_burst=4),
+        Scenario("faults-drops/sliding/none", limiter="sliding", limit_headers="none",
+                 drop_rate=0.02),
+        Scenario("configured-20/s/fixed/none", limit_headers="none", run_args=("--rate-limit", "20/s")),
+    ]  # fmt: skip
+    return scenarios
+
+
+@dataclass
+class Outcome:
+    wall: float
+    cpu: float
+    results: int
+    failures: int
+    lost: int
+    duplicated: int
+    server: dict[str, Any]
+    timed_out: bool = False
+    after_discovery_429: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Gateway:
+    """The simulator in its own process."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "trade_ingest", "simulate", "--port", "0", *scenario.simulate_args()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        self.base_url = line.strip().rsplit(" ", 1)[-1]
+        if not self.base_url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"simulator did not start: {line!r}")
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(self.base_url + "/_stats", timeout=5).json())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def _run_timed(argv: list[str], timeout: float) -> tuple[float, float, bool]:
+    started = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    timed_out = False
+    deadline = started + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            process.kill()
+            pid, status, usage = os.wait4(process.pid, 0)
+            timed_out = True
+            break
+        time.sleep(0.02)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return time.monotonic() - started, usage.ru_utime + usage.ru_stime, timed_out
+
+
+def _ids_in(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["trade_id"] for line in path.read_text().splitlines() if line]
+
+
+def _account(ids: list[str], out: Path, failed: Path) -> tuple[int, int, int, int]:
+    results, failures = _ids_in(out), _ids_in(failed)
+    duplicated = len(results) - len(set(results)) + len(set(results) & set(failures))
+    lost = len(set(ids) - set(results) - set(failures))
+    return len(results), len(failures), lost, duplicated
+
+
+def _after_discovery_429(audit: Path) -> float | None:
+    """Share of requests answered 429 once trade-ingest had learned the rate."""
+    learned = False
+    attempts = limited = 0
+    for line in audit.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "pacing.rate_learned":
+            learned = True
+        elif learned and event["event"] == "trade.attempt":
+            attempts += 1
+            limited += event.get("status") == 429
+    return limited / attempts if attempts else None
+
+
+def run_ours(scenario: Scenario, ids: list[str], work: Path, timeout: float) -> Outcome:
+    ids_path, out, failed, audit = (work / n for n in ("ids", "ours.jsonl", "ours-f", "audit"))
+    gateway = Gateway(scenario)
+    try:
+        argv = [
+            PYTHON, "-m", "trade_ingest", "run", str(ids_path), "--base-url", gateway.base_url,
+            "-o", str(out), "--failures", str(failed), "--audit-log", str(audit), "-q",
+            "-c", "8", "--max-attempts", "10", *scenario.run_args,
+        ]  # fmt: skip
+        wall, cpu, timed_out = _run_timed(argv, timeout)
+        server = gateway.stats()
+    finally:
+        gateway.stop()
+    results, failures, lost, duplicated = _account(ids, out, failed)
+    return Outcome(wall, cpu, results, failures, lost, duplicated, server, timed_out,
+                   _after_discovery_429(audit))  # fmt: skip
+
+
+def run_naive(scenario: Scenario, ids: list[str], work: Path, timeout: float) -> Outcome:
+    ids_path, out, failed = (work / n for n in ("ids", "naive.jsonl", "naive-f"))
+    gateway = Gateway(scenario)
+    try:
+        argv = [PYTHON, "-m", "tests.bench.naive_client", gateway.base_url, str(ids_path),
+                str(out), str(failed), "8"]  # fmt: skip
+        wall, cpu, timed_out = _run_timed(argv, timeout)
+        server = gateway.stats()
+    finally:
+        gateway.stop()
+    results, failures, lost, duplicated = _account(ids, out, failed)
+    return Outcome(wall, cpu, results, failures, lost, duplicated, server, timed_out)
+
+
+def _row(name: str, who: str, scenario: Scenario, trades: int, o: Outcome) -> str:
+    # The gateway's view: from the batch's first request to its last answer,
+    # so interpreter start-up is not charged to the pacing.
+    ideal = trades / scenario.rate
+    busy = o.server.get("busy_seconds") or o.wall
+    efficiency = ideal / busy if o.results == trades else o.results / scenario.rate / busy
+    requests = o.server["requests"] or 1
+    share_429 = o.server["by_status"].get("429", 0) / requests
+    after = "" if o.after_discovery_429 is None else f"{o.after_discovery_429:6.1%}"
+    flag = " TIMEOUT" if o.timed_out else ""
+    return (
+        f"{name:<38} {who:<6} {efficiency:5.2f} {o.results / o.wall:7.2f} {scenario.rate:6.1f} "
+        f"{share_429:6.1%} {after:>7} {o.lost:>4} {o.duplicated:>4} {o.failures:>5} "
+        f"{o.server.get('during_retry_after', 0):>5} {o.cpu:6.2f} {o.wall:7.1f}{flag}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trades", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="100 trades, one row per limiter")
+    parser.add_argument("--only", default="", help="run scenarios whose name contains this")
+    parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
+    args = parser.parse_args()
+    trades = 100 if args.quick else args.trades
+    scenarios = [s for s in matrix() if args.only in s.name]
+    if args.quick:
+        scenarios = [s for s in scenarios if s.name.endswith("ra-seconds") or "penalty" in s.name]
+    ids = [f"EEX-2026-{n:06d}" for n in range(trades)]
+    header = (
+        f"{'scenario':<38} {'client':<6} {'eff':>5} {'tr/s':>7} {'limit':>6} {'429':>6} "
+        f"{'429*':>7} {'lost':>4} {'dup':>4} {'fail':>5} {'inRA':>5} {'cpu_s':>6} {'wall_s':>7}"
+    )
+    print(f"{trades} trades a scenario; eff = (trades / limit rate) / time the gateway was busy "
+          "(first request to last answer); "
+          "429* = share answered 429 after trade-ingest learned the rate; "
+          "inRA = requests the gateway received while its Retry-After was in force")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    ratios = []
+    for scenario in scenarios:
+        with tempfile.TemporaryDirectory(prefix="ti-bench-") as tmp:
+            work = Path(tmp)
+            (work / "ids").write_text("\n".join(ids) + "\n")
+            timeout = max(60.0, 8 * trades / scenario.rate)
+            ours = run_ours(scenario, ids, work, timeout)
+            print(_row(scenario.name, "ours", scenario, trades, ours), flush=True)
+            if args.no_naive:
+                continue
+            naive = run_naive(scenario, ids, work, timeout)
+            print(_row("", "naive", scenario, trades, naive), flush=True)
+            ratios.append((scenario.name, naive.wall / ours.wall, ours.results, naive.results))
+    if ratios:
+        print()
+        print("speed-up of trade-ingest over the naive recipe (naive wall / ours wall):")
+        for name, ratio, ours_done, naive_done in ratios:
+            print(f"  {name:<38} x{ratio:5.2f}   trades done: ours {ours_done}, naive {naive_done}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Each limiter kind on loopback: nothing sent while a pause is in force, every ID accounted for."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trade_ingest.config import Settings
+from trade_ingest.errors import ExitCode
+from trade_ingest.pipeline import Job, RunReport, run_job
+from trade_ingest.simulator import GatewayConfig, SimulatedGateway
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Run:
+    ids: list[str]
+    report: RunReport
+    events: list[dict[str, Any]]
+    results: list[str]
+    failures: list[dict[str, Any]]
+    gateway: SimulatedGateway
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _run(tmp_path: Path, config: GatewayConfig, count: int, **settings: Any) -> Run:
+    ids = [f"T{n:04d}" for n in range(count)]
+    (tmp_path / "ids").write_text("\n".join(ids) + "\n")
+    with SimulatedGateway.in_thread(config) as gateway:
+        job = Job(
+            settings=Settings(base_url=gateway.base_url, max_attempts=10, **settings),
+            input_path=tmp_path / "ids",
+            output_path=tmp_path / "out.jsonl",
+            failures_path=tmp_path / "failed.jsonl",
+            audit_path=tmp_path / "audit.jsonl",
+            batch_id="B",
+        )
+        report = run_job(job, env={})
+    results = [str(r["trade_id"]) for r in _lines(tmp_path / "out.jsonl")]
+    return Run(
+        ids,
+        report,
+        _lines(tmp_path / "audit.jsonl"),
+        results,
+        _lines(tmp_path / "failed.jsonl"),
+        gateway,
+    )
+
+
+def _epoch(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def _sends_during_pauses(events: list[dict[str, Any]]) -> list[tuple[float, float, float]]:
+    """(pause start, pause end, send time) for every request sent while a pause held."""
+    pauses = [
+        (_epoch(e), _epoch(e) + float(e["pause_s"])) for e in events if e["event"] == "batch.paused"
+    ]
+    sends = [
+        _epoch(e) - float(e["latency_ms"]) / 1000 for e in events if e["event"] == "trade.attempt"
+    ]
+    slack = 0.005  # the wall and monotonic clocks are read a few microseconds apart
+    return [
+        (start, end, sent)
+        for start, end in pauses
+        for sent in sends
+        if start + slack < sent < end - slack
+    ]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        GatewayConfig(limiter="fixed", rate_limit=20, window=0.5, limit_headers="none"),
+        GatewayConfig(limiter="sliding", rate_limit=20, window=0.5, limit_headers="none"),
+        GatewayConfig(limiter="token", rate_limit=40, window=0.5, burst=10, limit_headers="none"),
+        GatewayConfig(
+            limiter="fixed",
+            rate_limit=20,
+            window=0.5,
+            penalty=True,
+            retry_after="http-date",
+            limit_headers="none",
+        ),
+    ],
+    ids=["fixed", "sliding", "token", "fixed-penalty-http-date"],
+)
+def test_no_send_during_a_pause_and_every_id_accounted(
+    tmp_path: Path, config: GatewayConfig
+) -> None:
+    """Throttled without quota headers: 429s pause everyone, and nothing is lost or doubled."""
+    run = _run(tmp_path, config, 30, release_jitter=0.02)
+    assert sorted(run.results) == run.ids
+    assert run.report.exit_code == ExitCode.OK
+    assert run.gateway.stats.by_status[429] >= 1
+    assert any(e["event"] == "batch.paused" for e in run.events)
+    assert _sends_during_pauses(run.events) == []
+
+
+@pytest.mark.parametrize("style", ["delta", "epoch", "ietf"])
+def test_quota_headers_pace_without_429(tmp_path: Path, style: Any) -> None:
+    """When the headers tell the quota, the batch paces itself under it."""
+    config = GatewayConfig(limiter="sliding", rate_limit=20, window=1.0, limit_headers=style)
+    run = _run(tmp_path, config, 20)
+    assert sorted(run.results) == run.ids
+    assert run.gateway.stats.by_status[429] == 0
+    learned = [e for e in run.events if e["event"] == "pacing.rate_learned"]
+    assert learned[0]["source"] == "headers"
+    assert learned[0]["rate_per_s"] <= 20.0
+
+
+def test_configured_rate_never_sees_a_429(tmp_path: Path) -> None:
+    """--rate-limit at the documented limit: no 429 at all, even with no headers."""
+    config = GatewayConfig(limiter="fixed", rate_limit=10, window=1.0, limit_headers="none")
+    run = _run(tmp_path, config, 20, rate_limit="10/s")
+    assert sorted(run.results) == run.ids
+    assert run.gateway.stats.by_status[429] == 0
+
+
+def test_deadline_defers_the_rest_and_exits_75(tmp_path: Path) -> None:
+    """Past the deadline the run stops cleanly: what is left is deferred for the next run."""
+    config = GatewayConfig(rate_limit=5, window=1.0)
+    run = _run(tmp_path, config, 40, rate_limit="5/s", deadline="1s")
+    assert run.report.exit_code == ExitCode.TEMP_FAIL
+    assert {f["reason"] for f in run.failures} == {"deferred"}
+    assert all("deadline" in f["error"] for f in run.failures)
+    assert sorted(run.results + [f["trade_id"] for f in run.failures]) == run.ids
+    assert 3 <= len(run.results) <= 10
+
+
+def test_retry_budget_stops_hammering_a_sick_gateway(tmp_path: Path) -> None:
+    """Every request failing: retries stop at the budget; the rest fail fast for a later run."""
+    config = GatewayConfig(error_rate=1.0)
+    run = _run(tmp_path, config, 30, retry_budget=0.1, retry_budget_min=2, backoff_base=0.01)
+    assert run.results == []
+    assert len(run.failures) == 30
+    assert {f["reason"] for f in run.failures} <= {"retry_budget_exhausted", "retries_exhausted"}
+    assert run.gateway.stats.requests <= 30 + 2 + 3  # first attempts + the budget
+    assert run.report.exit_code == ExitCode.TEMP_FAIL
