@@ -82,7 +82,6 @@ def matrix() -> list[Scenario]:
             ("epoch", "http-date"),
             ("ietf", "seconds"),
             ("none", "seconds"),
-            ("none", "http-date"),
             ("none", "none"),
         ):
             scenarios.append(
