@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 
 import pytest
@@ -179,13 +180,16 @@ def test_configured_rate_caps_headers() -> None:
 def test_send_rate_never_exceeds_what_headers_allow(
     limit: int, window: float, remaining: int, reset: float, in_flight: int, count: int
 ) -> None:
-    """Slots handed out after a quota report never exceed limit per window."""
+    """Slots never outrun the quota: what remains (beyond requests in flight) now, then
+    at most limit per window."""
     pacer = Pacer()
     pacer.in_flight = in_flight
     pacer.on_quota(0.0, Quota(limit=limit, remaining=remaining, reset=reset, window=window))
     taken = slots(pacer, 0.0, count)
-    for first, later in itertools.pairwise(taken):
-        assert later - first >= window / limit - 1e-9
+    spare = max(0, remaining - in_flight)
+    for index, slot in enumerate(taken):
+        allowed = spare + 1 + math.floor(slot * limit / window + 1e-9)
+        assert index + 1 <= max(allowed, 1)
 
 
 def test_learns_rate_between_two_throttles() -> None:

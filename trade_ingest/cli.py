@@ -98,6 +98,16 @@ def run(
         float | None,
         typer.Option(help="Longest single wait in seconds; a longer server hint defers."),
     ] = None,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(help="The gateway's documented limit, e.g. 30/min or 5/s: paced under it."),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop cleanly after this long (e.g. 45m), leaving the rest deferred (exit 75)."
+        ),
+    ] = None,
     token_file: Annotated[
         str | None,
         typer.Option(help="File holding the bearer token (mode 600). Never pass a token itself."),
@@ -120,6 +130,8 @@ def run(
         "concurrency": concurrency,
         "max_attempts": max_attempts,
         "max_wait": max_wait,
+        "rate_limit": rate_limit,
+        "deadline": deadline,
         "token_file": token_file,
     }
     try:

@@ -11,10 +11,12 @@ from trade_ingest.pipeline import Job, RunReport, new_batch_id, run_job
 from trade_ingest.simulator import GatewayConfig, SimulatedGateway
 from trade_ingest.stats import RunStats
 
-# Throttled on purpose: 8 workers at ~10ms a request could send ~800/s.
+# Throttled on purpose: 8 workers at ~15ms a request could send ~500/s. No
+# quota headers, so the demo shows the batch learning the rate from its 429s.
 DEMO_GATEWAY = GatewayConfig(
     rate_limit=60,
     window=1.0,
+    limit_headers="none",
     latency_ms=15.0,
     latency_sigma=0.5,
     error_rate=0.03,

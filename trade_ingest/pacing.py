@@ -181,6 +181,13 @@ class Pacer:
         self.throttle_streak = 0
         self._next_slot = -math.inf
         self._pacer_bound = False
+        # Requests the last quota report still allowed beyond those in flight:
+        # spent at once, since a window's unused quota is lost when it turns.
+        self.credit = 0
+        # Whether quota comes back in lumps (a window turning) rather than a
+        # token at a time: then a spent quota means waiting for the reset.
+        self.lumpy = False
+        self._last_remaining: int | None = None
         self._last_429: float | None = None
         self._last_pause_end: float | None = None
         self._successes_since_429 = 0
@@ -206,6 +213,10 @@ class Pacer:
         None means "not yet": the first request is out and nothing is known
         until it comes back; ask again after ``FIRST_RESPONSE_POLL``.
         """
+        if self.credit > 0 and self.configured is None:
+            self.credit -= 1
+            self._sent_in_period += 1
+            return now
         rate = self.rate
         if rate is None:
             if not self.responded:
@@ -279,6 +290,12 @@ class Pacer:
         """
         self.responded = True
         self.headers_seen = True
+        if quota.remaining is not None:
+            previous = self._last_remaining
+            if previous is not None and quota.remaining > previous + self.in_flight + 1:
+                self.lumpy = True
+            self._last_remaining = quota.remaining
+            self.credit = max(0, quota.remaining - self.in_flight - 1)
         if quota.reset is not None and quota.window is None:
             seen = math.ceil(quota.reset)
             if self.window_estimate is None or seen > self.window_estimate:
@@ -296,7 +313,7 @@ class Pacer:
         if quota.remaining == 0 and quota.reset is not None and quota.reset > 0:
             pause = quota.reset
             paced = self.rate
-            if paced is not None and quota.limit and window:
+            if paced is not None and quota.limit and window and not self.lumpy:
                 pause = min(pause, (self.in_flight + 1) / paced)
                 self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
                 reason = "quota_exhausted"
