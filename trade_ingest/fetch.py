@@ -269,7 +269,7 @@ class TradeFetcher:
     async def fetch(self, trade_id: str) -> Fetched | Failed:
         """Try ``trade_id`` until it is fetched or a ``GiveUp`` says stop."""
         attempt = 0
-        audit, clock, stats, pacer = self._audit, self._clock, self._stats, self.pacer
+        clock, pacer = self._clock, self.pacer
         while True:
             refused = await self._send_slot(trade_id, attempt)
             if refused is not None:
@@ -283,87 +283,16 @@ class TradeFetcher:
                 result = await self._attempt(trade_id)
             finally:
                 pacer.in_flight -= 1
-            now = clock.monotonic()
-            latency = now - started
-            stats.attempts += 1
-            stats.latency.record(latency)
-            if result.status is not None:
-                stats.responses_by_status[result.status] += 1
-            audit.emit(
-                "trade.attempt",
-                trade_id=trade_id,
-                attempt=attempt,
-                outcome="ok" if result.cause is None else result.cause.value,
-                status=result.status,
-                latency_ms=round(latency * 1000, 3),
-                **({"error": result.error} if result.error else {}),
-            )
-            if result.status is not None:
-                quota = parse_quota(result.headers, clock.wall())
-                if quota is not None:
-                    learned, pause = pacer.on_quota(now, quota)
-                    self._pace(learned)
-                    if pause is not None:
-                        self._pause_batch(
-                            trade_id, attempt, pause, "quota_exhausted", remaining=quota.remaining
-                        )
-            if result.cause is Cause.RATE_LIMITED:
-                pass  # told to the pacer below, with the pause the policy chose
-            elif result.status is not None and result.status < 400:
-                self._pace(pacer.on_success(now, started))
-            else:
-                pacer.on_response()
+            self._observe(trade_id, attempt, result, started)
             if result.cause is None:
-                audit.emit(
+                self._audit.emit(
                     "trade.fetched", trade_id=trade_id, attempt=attempt, status=result.status
                 )
                 return Fetched(trade_id, result.body, attempt, clock.wall())
-            if result.cause is Cause.POOL_TIMEOUT:
-                stats.pool_timeouts += 1
-            hint = wait_hint(result.headers, clock.wall()) if result.status else None
-            decision = decide(
-                self._policy,
-                attempt=attempt,
-                cause=result.cause,
-                status=result.status,
-                hint=hint,
-                rng=self._rng,
-                throttle_streak=pacer.throttle_streak,
-            )
-            if isinstance(decision, Retry) and result.cause is not Cause.RATE_LIMITED:
-                if not self._budget.allows():
-                    decision = GiveUp(
-                        "retry_budget_exhausted",
-                        f"the batch's retry budget is spent ({self._budget.retries} retries); "
-                        "the gateway looks unhealthy, run again later",
-                    )
-                else:
-                    self._budget.retries += 1
-            if result.cause is Cause.RATE_LIMITED:
-                pause = decision.delay if isinstance(decision, Retry) else 0.0
-                self._pace(pacer.on_throttled(now, started, pause))
+            decision = self._decide(attempt, result, started)
             if isinstance(decision, GiveUp):
                 return self._give_up(trade_id, attempt, result, decision)
-            stats.retries_by_cause[result.cause.value] += 1
-            event: dict[str, object] = {
-                "trade_id": trade_id,
-                "attempt": attempt,
-                "cause": result.cause.value,
-                "status": result.status,
-                "delay_s": round(decision.delay, 3),
-                "delay_source": decision.source,
-                "batch_wide": decision.batch_wide,
-            }
-            if hint is not None:
-                event["hint"] = hint.raw
-            unreadable = unreadable_hint(result.headers)
-            if unreadable is not None:
-                event["unreadable_retry_after"] = unreadable[:200]
-            if result.cause is Cause.POOL_TIMEOUT:
-                event["note"] = (
-                    "local connection pool exhausted: our own capacity, not gateway throttling"
-                )
-            audit.emit("trade.retry_scheduled", **event)
+            self._announce_retry(trade_id, attempt, result, decision)
             if decision.batch_wide:
                 self._pause_batch(
                     trade_id,
@@ -377,6 +306,93 @@ class TradeFetcher:
                 return self._deadline_give_up(trade_id, attempt)
             else:
                 await clock.sleep(decision.delay)
+
+    def _observe(self, trade_id: str, attempt: int, result: _Attempt, started: float) -> None:
+        """Record an attempt, and let the pacer learn from its status and quota headers."""
+        clock, pacer, stats = self._clock, self.pacer, self._stats
+        now = clock.monotonic()
+        latency = now - started
+        stats.attempts += 1
+        stats.latency.record(latency)
+        if result.cause is Cause.POOL_TIMEOUT:
+            stats.pool_timeouts += 1
+        if result.status is not None:
+            stats.responses_by_status[result.status] += 1
+        self._audit.emit(
+            "trade.attempt",
+            trade_id=trade_id,
+            attempt=attempt,
+            outcome="ok" if result.cause is None else result.cause.value,
+            status=result.status,
+            latency_ms=round(latency * 1000, 3),
+            **({"error": result.error} if result.error else {}),
+        )
+        if result.status is not None:
+            quota = parse_quota(result.headers, clock.wall())
+            if quota is not None:
+                learned, pause = pacer.on_quota(now, quota)
+                self._pace(learned)
+                if pause is not None:
+                    self._pause_batch(
+                        trade_id, attempt, pause, "quota_exhausted", remaining=quota.remaining
+                    )
+        if result.cause is Cause.RATE_LIMITED:
+            return  # told to the pacer in _decide, with the pause the policy chose
+        if result.status is not None and result.status < 400:
+            self._pace(pacer.on_success(now, started))
+        else:
+            pacer.on_response()
+
+    def _decide(self, attempt: int, result: _Attempt, started: float) -> Retry | GiveUp:
+        """The policy's decision, held to the batch's retry budget."""
+        assert result.cause is not None  # noqa: S101 - only failed attempts get here
+        hint = wait_hint(result.headers, self._clock.wall()) if result.status else None
+        decision = decide(
+            self._policy,
+            attempt=attempt,
+            cause=result.cause,
+            status=result.status,
+            hint=hint,
+            rng=self._rng,
+            throttle_streak=self.pacer.throttle_streak,
+        )
+        if result.cause is Cause.RATE_LIMITED:
+            pause = decision.delay if isinstance(decision, Retry) else 0.0
+            self._pace(self.pacer.on_throttled(self._clock.monotonic(), started, pause))
+        elif isinstance(decision, Retry):
+            if not self._budget.allows():
+                return GiveUp(
+                    "retry_budget_exhausted",
+                    f"the batch's retry budget is spent ({self._budget.retries} retries); "
+                    "the gateway looks unhealthy, run again later",
+                )
+            self._budget.retries += 1
+        return decision
+
+    def _announce_retry(
+        self, trade_id: str, attempt: int, result: _Attempt, decision: Retry
+    ) -> None:
+        assert result.cause is not None  # noqa: S101 - only failed attempts get here
+        self._stats.retries_by_cause[result.cause.value] += 1
+        event: dict[str, object] = {
+            "trade_id": trade_id,
+            "attempt": attempt,
+            "cause": result.cause.value,
+            "status": result.status,
+            "delay_s": round(decision.delay, 3),
+            "delay_source": decision.source,
+            "batch_wide": decision.batch_wide,
+        }
+        if decision.hint:
+            event["hint"] = decision.hint
+        unreadable = unreadable_hint(result.headers)
+        if unreadable is not None:
+            event["unreadable_retry_after"] = unreadable[:200]
+        if result.cause is Cause.POOL_TIMEOUT:
+            event["note"] = (
+                "local connection pool exhausted: our own capacity, not gateway throttling"
+            )
+        self._audit.emit("trade.retry_scheduled", **event)
 
     def _give_up(
         self, trade_id: str, attempt: int, result: _Attempt | None, decision: GiveUp

@@ -309,6 +309,7 @@ class Retry:
     delay: float
     source: DelaySource
     batch_wide: bool
+    hint: str = ""  # the header value the delay came from, as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +342,7 @@ def decide(
     if cause not in RETRYABLE:
         return GiveUp(cause.value, f"{cause.value}: not retried")
     if hint is not None:
-        retry = Retry(hint.delay, hint.source, batch_wide=True)
+        retry = Retry(hint.delay, hint.source, batch_wide=True, hint=hint.raw)
     elif cause is Cause.RATE_LIMITED:
         retry = Retry(policy.throttle_backoff(throttle_streak, rng), "backoff", batch_wide=True)
     else:

@@ -22,11 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from trade_ingest.simulator import GatewayConfig
 
 PYTHON = sys.executable
 
@@ -34,49 +36,40 @@ PYTHON = sys.executable
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    limiter: str = "fixed"
-    rate_limit: int = 40
-    window: float = 2.0
-    burst: int | None = None
-    limit_headers: str = "delta"
-    retry_after: str = "seconds"
-    penalty: bool = False
-    clock_offset: float = 0.0
-    latency_ms: float = 10.0
-    latency_sigma: float = 0.5
-    error_rate: float = 0.0
-    error_burst: int = 1
-    drop_rate: float = 0.0
+    gateway: GatewayConfig
     run_args: tuple[str, ...] = ()
 
     @property
-    def told(self) -> bool:
-        """Whether the headers tell the limit (quota and reset)."""
-        return self.limit_headers != "none"
-
-    @property
     def rate(self) -> float:
-        return self.rate_limit / self.window
+        """The limit's sustained rate, requests per second."""
+        return (self.gateway.rate_limit or 0) / self.gateway.window
 
     def simulate_args(self) -> list[str]:
-        args = [
-            "--limiter", self.limiter, "--rate-limit", str(self.rate_limit),
-            "--window", str(self.window), "--limit-headers", self.limit_headers,
-            "--retry-after", self.retry_after, "--clock-offset", str(self.clock_offset),
-            "--latency-ms", str(self.latency_ms), "--latency-sigma", str(self.latency_sigma),
-            "--error-rate", str(self.error_rate), "--error-burst", str(self.error_burst),
-            "--drop-rate", str(self.drop_rate), "--seed", "11",
-        ]  # fmt: skip
-        if self.burst:
-            args += ["--burst", str(self.burst)]
-        if self.penalty:
-            args.append("--penalty")
+        """The same gateway as ``trade-ingest simulate`` flags, field by field."""
+        args = ["--seed", "11"]
+        for spec in fields(GatewayConfig):
+            value = getattr(self.gateway, spec.name)
+            if spec.name in ("host", "port", "seed") or value is None:
+                continue
+            flag = "--" + spec.name.replace("_", "-")
+            if isinstance(value, bool):
+                args += [flag] if value else []
+            else:
+                args += [flag, str(value)]
         return args
 
 
+def _gateway(**overrides: Any) -> GatewayConfig:
+    defaults: dict[str, Any] = {"rate_limit": 40, "window": 2.0, "latency_ms": 10.0,
+                                "latency_sigma": 0.5}  # fmt: skip
+    return GatewayConfig(**(defaults | overrides))
+
+
 def matrix() -> list[Scenario]:
+    token = {"limiter": "token", "rate_limit": 20, "window": 1.0, "burst": 10}
     scenarios = []
     for limiter in ("fixed", "sliding", "token"):
+        shape: dict[str, Any] = token if limiter == "token" else {"limiter": limiter}
         for headers, retry_after in (
             ("delta", "seconds"),
             ("epoch", "http-date"),
@@ -87,29 +80,25 @@ def matrix() -> list[Scenario]:
             scenarios.append(
                 Scenario(
                     f"{limiter}/{headers}/ra-{retry_after}",
-                    limiter=limiter,
-                    limit_headers=headers,
-                    retry_after=retry_after,
-                    burst=10 if limiter == "token" else None,
-                    rate_limit=20 if limiter == "token" else 40,
-                    window=1.0 if limiter == "token" else 2.0,
+                    _gateway(**shape, limit_headers=headers, retry_after=retry_after),
                 )
             )
     scenarios += [
-        Scenario("skew+300s/epoch/http-date", limit_headers="epoch", retry_after="http-date",
-                 clock_offset=300.0),
-        Scenario("skew-300s/none/http-date", limit_headers="none", retry_after="http-date",
-                 clock_offset=-300.0),
-        Scenario("penalty/fixed/delta", penalty=True),
-        Scenario("penalty/fixed/none", penalty=True, limit_headers="none"),
-        Scenario("penalty/token/none", limiter="token", rate_limit=20, window=1.0, burst=10,
-                 penalty=True, limit_headers="none"),
-        Scenario("latency-80ms-heavy-tail/sliding/ietf", limiter="sliding", limit_headers="ietf",
-                 latency_ms=80.0, latency_sigma=1.0),
-        Scenario("faults-5xx-bursts/fixed/delta", error_rate=0.03, error_burst=4),
-        Scenario("faults-drops/sliding/none", limiter="sliding", limit_headers="none",
-                 drop_rate=0.02),
-        Scenario("configured-20/s/fixed/none", limit_headers="none", run_args=("--rate-limit", "20/s")),
+        Scenario("skew+300s/epoch/http-date",
+                 _gateway(limit_headers="epoch", retry_after="http-date", clock_offset=300.0)),
+        Scenario("skew-300s/none/http-date",
+                 _gateway(limit_headers="none", retry_after="http-date", clock_offset=-300.0)),
+        Scenario("penalty/fixed/delta", _gateway(penalty=True)),
+        Scenario("penalty/fixed/none", _gateway(penalty=True, limit_headers="none")),
+        Scenario("penalty/token/none", _gateway(**token, penalty=True, limit_headers="none")),
+        Scenario("latency-80ms-heavy-tail/sliding/ietf",
+                 _gateway(limiter="sliding", limit_headers="ietf", latency_ms=80.0,
+                          latency_sigma=1.0)),
+        Scenario("faults-5xx-bursts/fixed/delta", _gateway(error_rate=0.03, error_burst=4)),
+        Scenario("faults-drops/sliding/none",
+                 _gateway(limiter="sliding", limit_headers="none", drop_rate=0.02)),
+        Scenario("configured-20/s/fixed/none", _gateway(limit_headers="none"),
+                 run_args=("--rate-limit", "20/s")),
     ]  # fmt: skip
     return scenarios
 
