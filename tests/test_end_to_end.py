@@ -102,3 +102,18 @@ def test_retry_after_beyond_max_wait_defers_and_exits_75(tmp_path: Path) -> None
     assert len(failures) == 3
     # Only the trades already in flight asked; the rest were deferred without a request.
     assert gateway.stats.requests <= Settings().concurrency
+
+
+def test_dropped_connections_and_5xx_runs_are_retried(tmp_path: Path) -> None:
+    """A gateway that hangs up unanswered and fails in runs still yields every trade once."""
+    ids = [f"ICE-{n:04d}" for n in range(80)]
+    config = GatewayConfig(drop_rate=0.1, error_rate=0.05, error_burst=3, seed=5)
+    with SimulatedGateway.in_thread(config) as gateway:
+        job = make_job(tmp_path, gateway.base_url, ids, backoff_base=0.01, max_attempts=10)
+        report = run_job(job, env={})
+    results = [r["trade_id"] for r in read_jsonl(tmp_path / "trades.jsonl")]
+    assert sorted(results) == ids
+    assert report.exit_code == ExitCode.OK
+    assert gateway.stats.dropped > 0
+    assert report.stats.retries_by_cause["connection_closed"] > 0
+    assert report.stats.retries_by_cause["server_error"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from trade_ingest.clock import SystemClock
@@ -41,7 +42,10 @@ def write_sample_ids(path: Path, count: int, seed: int = 7) -> int:
 
 
 def run_demo(
-    output_dir: Path, count: int, concurrency: int, on_progress: object = None
+    output_dir: Path,
+    count: int,
+    concurrency: int,
+    on_progress: Callable[[RunStats], None] | None = None,
 ) -> tuple[RunReport, dict[str, int]]:
     """Start the simulator on loopback, run ``count`` IDs through the real ``run`` path."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +61,7 @@ def run_demo(
             audit_path=output_dir / "audit.jsonl",
             batch_id=batch_id,
         )
-        callback = on_progress if callable(on_progress) else None
-        report = run_job(job, env={}, on_progress=callback)
+        report = run_job(job, env={}, on_progress=on_progress)
     server = {
         "requests": gateway.stats.requests,
         "answered_429": gateway.stats.by_status.get(429, 0),
