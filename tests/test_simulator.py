@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from email.utils import formatdate
 
 import httpx
 import pytest
@@ -87,6 +89,7 @@ def test_serves_trades_and_404_over_keep_alive() -> None:
         stats = client.get("/_stats").json()
     assert stats["requests"] == 4
     assert stats["by_status"] == {"200": 2, "404": 2}
+    assert stats["connections"] == 1
     assert gateway.stats.per_trade["a/b"] == 1
 
 
@@ -206,3 +209,66 @@ def test_clock_offset_shows_in_date_and_epoch_reset() -> None:
 
     assert 3590 < server_now - time.time() < 3610
     assert 0 < int(response.headers["x-ratelimit-reset"]) - server_now <= 11
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "limit_headers", "expected_retry_after", "expected_reset"),
+    [
+        ("seconds", "delta", "1", "1"),
+        ("http-date", "epoch", formatdate(1_800_000_001, usegmt=True), "1800000001"),
+        ("none", "none", None, None),
+    ],
+)
+def test_fixed_window_over_http_with_exact_headers(
+    retry_after: str,
+    limit_headers: str,
+    expected_retry_after: str | None,
+    expected_reset: str | None,
+) -> None:
+    """5 per 0.5s on a frozen clock: the 6th is 429 with exact headers; the next window admits."""
+    now = [100.2]  # the window is [100.0, 100.5): 0.3s left
+    config = GatewayConfig(
+        rate_limit=5,
+        window=0.5,
+        retry_after=retry_after,  # type: ignore[arg-type]
+        limit_headers=limit_headers,  # type: ignore[arg-type]
+    )
+    with (
+        SimulatedGateway.in_thread(
+            config, clock_monotonic=lambda: now[0], clock_wall=lambda: 1_800_000_000.0
+        ) as gateway,
+        httpx.Client(base_url=gateway.base_url) as client,
+    ):
+        responses = [client.get(f"/trades/T{n}") for n in range(6)]
+        now[0] = 100.5
+        after_reset = client.get("/trades/T6")
+    assert [r.status_code for r in responses] == [200] * 5 + [429]
+    limited = responses[5]
+    assert limited.reason_phrase == "Too Many Requests"
+    assert limited.json() == {"error": "rate limit exceeded", "trade_id": "T5"}
+    assert limited.headers["date"] == "Fri, 15 Jan 2027 08:00:00 GMT"
+    assert limited.headers.get("retry-after") == expected_retry_after
+    assert limited.headers.get("x-ratelimit-reset") == expected_reset
+    if expected_reset is not None:
+        assert [r.headers["x-ratelimit-remaining"] for r in responses] == list("432100")
+    assert after_reset.status_code == 200
+    assert after_reset.headers.get("x-ratelimit-remaining", "4") == "4"
+    assert gateway.stats.rate_limited_ids == ["T5"]
+
+
+def test_bad_requests_are_answered_not_crashed_on() -> None:
+    """Garbage gets 400, other methods 405 with Allow, extra path segments 404."""
+    with SimulatedGateway.in_thread(GatewayConfig()) as gateway:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=2) as raw:
+            raw.sendall(b"\x00\x01 not http\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(4096):  # the server closes after answering
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        with httpx.Client(base_url=gateway.base_url) as client:
+            posted = client.post("/trades/T1", content=b"{}")
+            assert posted.status_code == 405
+            assert posted.headers["allow"] == "GET"
+            assert client.get("/trades/a/b").status_code == 404
+            assert client.get("/trades/T1").status_code == 200
+    assert gateway.stats.per_trade == {"T1": 1}

@@ -27,11 +27,14 @@ class Admission:
 
 
 class RateLimiter(Protocol):
+    """What the server needs from a limiter: its quota, its window and ``admit``."""
+
     limit: int
     # The policy's window in seconds, as advertised in RateLimit-Policy (w=).
     window: float
 
-    def admit(self, now: float) -> Admission: ...
+    def admit(self, now: float) -> Admission:
+        """Count one request at monotonic time ``now`` if it may pass."""
 
 
 class FixedWindowLimiter:
@@ -106,6 +109,7 @@ class TokenBucketLimiter:
 
 
 def make_limiter(kind: LimiterKind, limit: int, window: float, burst: int | None) -> RateLimiter:
+    """The limiter of ``kind``; ``burst`` only matters to the token bucket."""
     if kind == "fixed":
         return FixedWindowLimiter(limit, window)
     if kind == "sliding":

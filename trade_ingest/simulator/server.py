@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import json
 import math
 import random
@@ -98,7 +99,11 @@ class GatewayStats:
     requests: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     dropped: int = 0
+    # Connections accepted: keep-alive clients open few, naive clients one per request.
+    connections: int = 0
     per_trade: Counter[str] = field(default_factory=Counter)
+    # In answer order, repeats included: a client that retries too early shows up twice.
+    rate_limited_ids: list[str] = field(default_factory=list)
     # Requests that arrived while a Retry-After the server had announced was in force.
     during_retry_after: int = 0
     penalties: int = 0
@@ -108,12 +113,15 @@ class GatewayStats:
     last_answer_at: float | None = None
 
     def snapshot(self) -> dict[str, Any]:
+        """The stats as JSON-able values; per-trade detail is summarised to stay small."""
         return {
             "requests": self.requests,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "dropped": self.dropped,
+            "connections": self.connections,
             "distinct_trades": len(self.per_trade),
             "repeated_trades": sum(1 for n in self.per_trade.values() if n > 1),
+            "rate_limited_trades": len(set(self.rate_limited_ids)),
             "during_retry_after": self.during_retry_after,
             "penalties": self.penalties,
             "busy_seconds": (
@@ -161,15 +169,18 @@ class SimulatedGateway:
 
     @property
     def base_url(self) -> str:
+        """``http://host:port`` once started (the port is the bound one, never 0)."""
         return f"http://{self.config.host}:{self.port}"
 
     async def start(self) -> None:
+        """Bind and start accepting; ``port`` is known when this returns."""
         self._server = await asyncio.start_server(
             self._serve_connection, self.config.host, self.config.port
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        """Stop accepting and cut every open connection, mid-request or idle."""
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -194,10 +205,20 @@ class SimulatedGateway:
 
     @classmethod
     @contextlib.contextmanager
-    def in_thread(cls, config: GatewayConfig) -> Iterator[SimulatedGateway]:
-        """The gateway on its own event loop in a daemon thread, for synchronous callers."""
+    def in_thread(
+        cls,
+        config: GatewayConfig,
+        *,
+        clock_monotonic: Callable[[], float] = time.monotonic,
+        clock_wall: Callable[[], float] = time.time,
+    ) -> Iterator[SimulatedGateway]:
+        """The gateway on its own event loop in a daemon thread, for synchronous callers.
+
+        Yields the started gateway; on exit stops it and joins the thread, after
+        which ``stats`` no longer changes and is safe to read.
+        """
         loop = asyncio.new_event_loop()
-        gateway = cls(config)
+        gateway = cls(config, clock_monotonic=clock_monotonic, clock_wall=clock_wall)
         thread = threading.Thread(target=loop.run_forever, name="simulated-gateway", daemon=True)
         thread.start()
         try:
@@ -219,6 +240,7 @@ class SimulatedGateway:
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - always inside a task here
         self._connections.add(task)
+        self.stats.connections += 1
         connection = h11.Connection(h11.SERVER)
         try:
             while True:
@@ -269,7 +291,10 @@ class SimulatedGateway:
             ("Content-Length", str(len(body))),
             *extra,
         ]
-        writer.write(connection.send(h11.Response(status_code=status, headers=headers)) or b"")
+        # h11 sends an empty reason phrase unless given one; real gateways do not.
+        reason = http.HTTPStatus(status).phrase.encode()
+        response = h11.Response(status_code=status, headers=headers, reason=reason)
+        writer.write(connection.send(response) or b"")
         writer.write(connection.send(h11.Data(data=body)) or b"")
         writer.write(connection.send(h11.EndOfMessage()) or b"")
         self.stats.last_answer_at = self._monotonic()
@@ -343,10 +368,13 @@ class SimulatedGateway:
         segments = path.split("/")
         if len(segments) != 3 or segments[1] != "trades" or not segments[2]:
             return await self._answer(connection, writer, 404, {"error": "no such resource"}, [])
+        if request.method != b"GET":
+            return await self._answer(
+                connection, writer, 405, {"error": "GET only"}, [("Allow", "GET")]
+            )
+        # Split first, then decode: %2F stays inside one trade ID.
         trade_id = unquote(segments[2], errors="surrogateescape")
         self.stats.per_trade[trade_id] += 1
-        if request.method != b"GET":
-            return await self._answer(connection, writer, 405, {"error": "GET only"}, [])
         if config.drop_rate and rng.random() < config.drop_rate:
             self.stats.dropped += 1
             return False
@@ -357,6 +385,7 @@ class SimulatedGateway:
             extra = self._limit_headers(admission)
             if not admission.allowed:
                 extra += self._retry_after(wait)
+                self.stats.rate_limited_ids.append(trade_id)
                 body = {"error": "rate limit exceeded", "trade_id": trade_id}
                 return await self._answer(connection, writer, 429, body, extra)
         if config.latency_ms > 0:
