@@ -197,6 +197,7 @@ class Pacer:
         self._period_start: float | None = None
         self._low_water = math.inf
         self._sent_in_period = 0
+        self._period_level = 0
         self._reported: float | None = None
 
     @property
@@ -257,22 +258,28 @@ class Pacer:
         self.responded = True
 
     def _watch_headroom(self, now: float, quota: Quota, window: float | None) -> str | None:
-        """Probe upwards after a whole window in which the quota never came near running out."""
-        if quota.remaining is None or not quota.limit:
+        """Probe upwards after a period in which the quota stayed high and did not fall.
+
+        Only when the window is guessed from resets (a stated policy window is
+        trusted). Both conditions matter: in the first window of a sliding log
+        the quota is high too, but it falls as the log fills; under-pacing a
+        token bucket leaves it high and flat.
+        """
+        if quota.remaining is None or not quota.limit or quota.window is not None:
             return None
-        period = max(window or 1.0, 1.0)
+        level = quota.remaining - self.in_flight
         if self._period_start is None:
-            # The first window is a warm-up: a sliding log is not yet full in it.
-            self._period_start = now + period
+            self._period_start, self._period_level = now, level
+            self._low_water, self._sent_in_period = math.inf, 0
             return None
-        if now < self._period_start:
+        self._low_water = min(self._low_water, level)
+        if now - self._period_start < max(window or 1.0, 1.0):
             return None
-        self._low_water = min(self._low_water, quota.remaining - self.in_flight)
-        if now - self._period_start < period:
-            return None
-        roomy = self._low_water > HEADROOM_SHARE * quota.limit and self._pacer_bound
+        flat = level >= self._period_level - 1
+        roomy = self._low_water > HEADROOM_SHARE * quota.limit and flat and self._pacer_bound
         sent, unused = self._sent_in_period, self._low_water
-        self._period_start, self._low_water, self._sent_in_period = now, math.inf, 0
+        self._period_start, self._period_level = now, level
+        self._low_water, self._sent_in_period = math.inf, 0
         if roomy and sent:
             # The gateway would have taken at least ``unused`` more in this period.
             self.probe_factor *= min(PROBE_STEP, (sent + unused) / sent)
