@@ -3,6 +3,7 @@
     python -m tests.bench.bench_ratelimit            # the full matrix (about 15 minutes)
     python -m tests.bench.bench_ratelimit --quick    # fewer trades, a subset
     python -m tests.bench.bench_ratelimit --only penalty
+    python -m tests.bench.bench_ratelimit --repeat 3     # each scenario three times, median ratio
 
 Each scenario starts the simulated gateway in its own process on 127.0.0.1,
 runs `trade-ingest run` (a subprocess, so its CPU time is its own), then the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -242,6 +244,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 trades, one row per limiter")
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each scenario (single runs vary ~±0.15)"
+    )
     args = parser.parse_args()
     trades = 100 if args.quick else args.trades
     scenarios = [s for s in matrix() if args.only in s.name]
@@ -260,20 +265,26 @@ def main() -> None:
     print("-" * len(header))
     ratios = []
     for scenario in scenarios:
-        with tempfile.TemporaryDirectory(prefix="ti-bench-") as tmp:
-            work = Path(tmp)
-            (work / "ids").write_text("\n".join(ids) + "\n")
-            timeout = max(60.0, 8 * trades / scenario.rate)
-            ours = run_ours(scenario, ids, work, timeout)
-            print(_row(scenario.name, "ours", scenario, trades, ours), flush=True)
-            if args.no_naive:
-                continue
-            naive = run_naive(scenario, ids, work, timeout)
-            print(_row("", "naive", scenario, trades, naive), flush=True)
-            ratios.append((scenario.name, naive.wall / ours.wall, ours.results, naive.results))
+        runs: list[tuple[float, int, int]] = []
+        for round_number in range(args.repeat):
+            name = scenario.name if args.repeat == 1 else f"{scenario.name} #{round_number + 1}"
+            with tempfile.TemporaryDirectory(prefix="ti-bench-") as tmp:
+                work = Path(tmp)
+                (work / "ids").write_text("\n".join(ids) + "\n")
+                timeout = max(60.0, 8 * trades / scenario.rate)
+                ours = run_ours(scenario, ids, work, timeout)
+                print(_row(name, "ours", scenario, trades, ours), flush=True)
+                if args.no_naive:
+                    continue
+                naive = run_naive(scenario, ids, work, timeout)
+                print(_row("", "naive", scenario, trades, naive), flush=True)
+                runs.append((naive.wall / ours.wall, ours.results, naive.results))
+        if runs:
+            ratio = statistics.median(r for r, _, _ in runs)
+            ratios.append((scenario.name, ratio, min(r[1] for r in runs), min(r[2] for r in runs)))
     if ratios:
         print()
-        print("speed-up of trade-ingest over the naive recipe (naive wall / ours wall):")
+        print("speed-up of trade-ingest over the naive recipe (median of naive wall / ours wall):")
         for name, ratio, ours_done, naive_done in ratios:
             print(f"  {name:<38} x{ratio:5.2f}   trades done: ours {ours_done}, naive {naive_done}")
 
