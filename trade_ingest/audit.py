@@ -7,7 +7,9 @@ removed by ``Redactor`` before anything is rendered.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from typing import Any, TextIO
 import structlog
 
 from trade_ingest.clock import Clock
+from trade_ingest.errors import OutputWriteError
 
 _SECRET_KEYS = re.compile(
     r"(?i)^(authorization|proxy-authorization|cookie|set-cookie|password|passwd|secret|token"
@@ -106,7 +109,23 @@ class AuditLog:
         )
 
     def emit(self, event: str, **fields: Any) -> None:
-        self._logger.info(event, **fields)
+        try:
+            self._logger.info(event, **fields)
+        except OSError as exc:
+            raise OutputWriteError(_write_failed(exc)) from None
+
+    def sync(self) -> None:
+        """Flush the log to the disk, so the run's last word survives a power cut."""
+        try:
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        except OSError as exc:
+            raise OutputWriteError(_write_failed(exc)) from None
 
     def close(self) -> None:
         self._stream.close()
+
+
+def _write_failed(exc: OSError) -> str:
+    hint = "; free some disk space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return f"writing the audit log failed: {exc.strerror}{hint}"

@@ -6,6 +6,7 @@ want to call without Typer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -54,6 +55,14 @@ def _root(
     """Fetch trade records from rate-limited gateways, exactly as they were sent."""
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit cannot complain of a broken pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _count_lines(path: Path) -> int | None:
     try:
         with path.open("rb") as handle:
@@ -78,8 +87,9 @@ def run(
         typer.Option(
             "--output",
             "-o",
-            help="Results JSONL file (appended to). Default - is stdout: at-least-once "
-            "only, since stdout cannot be fsync'd or resumed.",
+            help="Results JSONL file: appended to, fsync'd in batches, locked while a run "
+            "writes it, and the resume ledger. Default - is stdout: at-least-once only, "
+            "since stdout cannot be fsync'd, locked or resumed.",
         ),
     ] = "-",
     failures: Annotated[
@@ -112,6 +122,37 @@ def run(
         str | None,
         typer.Option(help="File holding the bearer token (mode 600). Never pass a token itself."),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Skip every trade already in the results file (the default, right for cron: "
+            "re-running the same command after a kill fetches only what is missing, whatever "
+            "the input's order). --no-resume refuses a results file that already holds trades.",
+        ),
+    ] = True,
+    wait_lock: Annotated[
+        bool,
+        typer.Option(
+            "--wait-lock",
+            help="If another run is writing the same results file, wait for it (within "
+            "--deadline) instead of exiting 75 at once.",
+        ),
+    ] = False,
+    retry_failed: Annotated[
+        str | None,
+        typer.Option(
+            "--retry-failed",
+            metavar="FAILURES",
+            help="Fetch again the trades of this failures file that are worth retrying "
+            "(all but invalid IDs, redirects, 400/404/405/410/414 and oversized bodies), "
+            "instead of reading INPUT.",
+        ),
+    ] = None,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds in-flight trades may take to finish after SIGINT/SIGTERM."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="TOML config file (default: $TRADE_INGEST_CONFIG)."),
@@ -133,6 +174,7 @@ def run(
         "rate_limit": rate_limit,
         "deadline": deadline,
         "token_file": token_file,
+        "shutdown_grace": shutdown_grace,
     }
     try:
         settings = load_settings(config, env, flags)
@@ -141,6 +183,10 @@ def run(
                 "no gateway given: pass --base-url, set TRADE_INGEST_BASE_URL, or set "
                 "base_url in the config file (try `trade-ingest demo` to see it work)"
             )
+        if retry_failed is not None:
+            if input_file != "-":
+                raise UsageError("give either INPUT or --retry-failed FAILURES, not both")
+            input_file = retry_failed
         input_path = None if input_file == "-" else Path(input_file)
         if input_path is None and sys.stdin.isatty():
             raise UsageError("no input: give a file of trade IDs, or pipe IDs into stdin")
@@ -152,6 +198,9 @@ def run(
             failures_path=failures or Path(f"failures-{batch_id}.jsonl"),
             audit_path=audit_log or Path(f"audit-{batch_id}.jsonl"),
             batch_id=batch_id,
+            resume=resume,
+            wait_lock=wait_lock,
+            retry_failed=retry_failed is not None,
         )
         console = stderr_console()
         total = _count_lines(input_path) if input_path and console.is_terminal else None
@@ -160,6 +209,10 @@ def run(
     except IngestError as exc:
         message = Redactor([env.get("TRADE_INGEST_TOKEN", "")]).scrub(str(exc))
         _fail(message, exc.exit_code)
+    if report.stop_reason == "output_closed":
+        # The reader of stdout went away (`| head`): end quietly, as `cat` would.
+        _silence_stdout()
+        raise typer.Exit(int(report.exit_code))
     if not quiet:
         print_summary(console, report)
     elif report.message:

@@ -53,6 +53,9 @@ class Settings:
     max_id_length: int = 128
     id_pattern: str = ""
     max_body_bytes: int = 1_048_576
+    # After SIGINT/SIGTERM, seconds in-flight trades may take to finish before
+    # they are recorded as pending.
+    shutdown_grace: float = 5.0
     token_env: str = "TRADE_INGEST_TOKEN"  # noqa: S105 - the variable's name, not a token
     token_file: str = ""
     allow_insecure_http: bool = False
@@ -220,6 +223,8 @@ def validate(settings: Settings) -> None:
             ) from None
     if not 0 <= settings.retry_budget <= 100:
         raise bad("retry_budget", "must be between 0 and 100 retries per request")
+    if not 0 <= settings.shutdown_grace <= 600:
+        raise bad("shutdown_grace", "must be between 0 and 600 seconds")
     if settings.retry_budget_min < 0:
         raise bad("retry_budget_min", "must be zero or more")
     if settings.base_url:

@@ -6,11 +6,15 @@ split a log line is refused here, before a request is built.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from trade_ingest.errors import InputNotFound
 
 _BOM = b"\xef\xbb\xbf"
 # Most trade IDs are plain ASCII: check those with one regex, not per character.
@@ -163,3 +167,90 @@ def read_ids(
                 yield item
         if not data:
             return
+
+
+class HashingReader:
+    """Passes reads through, keeping a SHA-256 of every byte, for the manifest."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._read = getattr(source, "read1", source.read)
+        self._hash = hashlib.sha256()
+        self.bytes_read = 0
+        self.at_end = False
+
+    def _seen(self, data: bytes) -> bytes:
+        self._hash.update(data)
+        self.bytes_read += len(data)
+        if not data:
+            self.at_end = True
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._seen(self._read(size))
+
+    def readline(self) -> bytes:
+        return self._seen(self._source.readline())
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+# Failure reasons not worth a retry: the request itself was refused as wrong,
+# so asking again gets the same answer. Every other reason (deferred, pending,
+# retries_exhausted, retry_budget_exhausted, invalid_body, 401/403 once the
+# credentials are fixed, ...) is retried by ``--retry-failed``.
+NOT_WORTH_RETRYING = frozenset(
+    {"invalid_id", "body_too_large", "http_400", "http_404", "http_405", "http_410", "http_414"}
+)
+
+
+def worth_retrying(reason: str) -> bool:
+    """Whether ``--retry-failed`` takes a failure with this ``reason``."""
+    return reason not in NOT_WORTH_RETRYING and not reason.startswith("http_3")
+
+
+class RetryableFailures:
+    """A failures file read as an input of trade IDs: the ones worth retrying.
+
+    Each record becomes one line, a blank one for a trade not worth retrying,
+    so line numbers in the new run's records are the failures file's own.
+    """
+
+    def __init__(self, source: HashingReader, name: str) -> None:
+        self._lines = iter(source.readline, b"")
+        self._name = name
+        self._number = 0
+        self.skipped = 0
+
+    def _id_line(self, line: bytes) -> bytes:
+        self._number += 1
+        if not line.strip():
+            return b"\n"
+        try:
+            record = json.loads(line)
+            trade_id, reason = record["trade_id"], record["reason"]
+            if not isinstance(trade_id, str) or not isinstance(reason, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            if not line.endswith(b"\n"):  # a torn last line: its trade was never recorded
+                return b"\n"
+            raise InputNotFound(
+                f"{self._name} line {self._number} is not a trade-ingest failure record; "
+                "--retry-failed takes a failures file written by `trade-ingest run`"
+            ) from None
+        if not worth_retrying(reason) or "\n" in trade_id or "\r" in trade_id:
+            self.skipped += 1
+            return b"\n"
+        return trade_id.encode() + b"\n"
+
+    def read(self, size: int = -1) -> bytes:
+        out: list[bytes] = []
+        total = 0
+        for line in self._lines:
+            piece = self._id_line(line)
+            out.append(piece)
+            total += len(piece)
+            if 0 < size <= total:
+                break
+        return b"".join(out)

@@ -3,6 +3,10 @@
 Input is streamed: at most a few read chunks and ``2 x concurrency`` IDs are
 held at once, however long the input. Each trade ends in exactly one place:
 the results, the failures, or (when the run is stopped) pending for the next run.
+
+With a results file, a run holds its lock, reads it as the ledger (trades
+already there are skipped), and fsyncs results in batches before the audit
+log calls them committed; the manifest beside it records every run.
 """
 
 from __future__ import annotations
@@ -15,32 +19,58 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO, cast
+from typing import Any, BinaryIO, Protocol, TextIO, cast
 
 import httpx
 
 from trade_ingest import __version__
-from trade_ingest.audit import AuditLog
+from trade_ingest.audit import AuditLog, utc_rfc3339
 from trade_ingest.clock import Clock, SystemClock
 from trade_ingest.config import Settings, load_token
 from trade_ingest.errors import (
     ExitCode,
+    IngestError,
     InputNotFound,
     OutputError,
     OutputWriteError,
 )
 from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client
-from trade_ingest.ids import DuplicateId, IdParser, IdRules, InvalidId, LineSplitter, TradeId
+from trade_ingest.ids import (
+    DuplicateId,
+    HashingReader,
+    IdParser,
+    IdRules,
+    InvalidId,
+    LineSplitter,
+    RetryableFailures,
+    TradeId,
+)
 from trade_ingest.pacing import RateGate
-from trade_ingest.sinks import JsonlWriter, OutputClosed, failure_line, result_line
+from trade_ingest.sinks import (
+    JsonlWriter,
+    Ledger,
+    LockHeld,
+    Manifest,
+    OutputClosed,
+    OutputLock,
+    TornTail,
+    cut_torn_tail,
+    failure_line,
+    open_ledger,
+    result_line,
+)
 from trade_ingest.stats import RunStats
 
-# How long in-flight trades may take to finish after SIGINT/SIGTERM.
-DEFAULT_GRACE_SECONDS = 5.0
+# Results are fsync'd, and a ``batch.committed`` event written, after this many
+# records or this many seconds, whichever comes first, and at the end.
+COMMIT_EVERY_LINES = 1000
+COMMIT_INTERVAL_SECONDS = 1.0
+LOCK_POLL_SECONDS = 0.25
 _READ_SIZE = 64 * 1024
 _CHUNKS_IN_FLIGHT = 4
 _END = object()
@@ -48,6 +78,14 @@ _END = object()
 DEFERRING_REASONS = frozenset({"deferred", "retry_budget_exhausted"})
 
 IdItem = TradeId | InvalidId | DuplicateId
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class LockWaitInterrupted(IngestError):
+    exit_code = ExitCode.INTERRUPTED
 
 
 def new_batch_id(wall: float) -> str:
@@ -66,7 +104,12 @@ class Job:
     failures_path: Path
     audit_path: Path
     batch_id: str
-    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    # Skip trades already in the results file (the ledger); False refuses a non-empty one.
+    resume: bool = True
+    # Wait for another run's lock on the output instead of exiting 75.
+    wait_lock: bool = False
+    # The input is a failures file: fetch the trades in it worth retrying.
+    retry_failed: bool = False
 
 
 @dataclass
@@ -106,7 +149,7 @@ class _IdFeed:
     chunks waiting to be consumed.
     """
 
-    def __init__(self, source: BinaryIO, rules: IdRules, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, source: Readable, rules: IdRules, loop: asyncio.AbstractEventLoop) -> None:
         self._source = source
         self._parser = IdParser(rules)
         self._loop = loop
@@ -152,6 +195,8 @@ class _IdFeed:
         chunk = await self._chunks.get()
         if chunk is not _END:
             self._room.release()
+        if isinstance(chunk, IngestError):
+            raise chunk
         if isinstance(chunk, Exception):
             raise InputNotFound(f"reading the input failed: {chunk}")
         if chunk is _END:
@@ -172,11 +217,16 @@ class Batch:
         client: httpx.AsyncClient,
         clock: Clock,
         rng: random.Random,
+        ledger: Ledger | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
     ) -> None:
         self.job = job
         self.stats = RunStats()
         self.stop = StopRequest()
+        self._ledger = ledger
+        self._uncommitted = 0
+        self._committed_at = clock.monotonic()
+        self._commit_task: asyncio.Task[None] | None = None
         self._results = results
         self._failures = failures
         self._audit = audit
@@ -205,6 +255,66 @@ class Batch:
         except OutputWriteError as exc:
             self.stop.set("write_error", exc)
             raise
+        self._uncommitted += 1
+        if self._commit_task is None and (
+            self._uncommitted >= COMMIT_EVERY_LINES
+            or self._clock.monotonic() - self._committed_at >= COMMIT_INTERVAL_SECONDS
+        ):
+            self._commit_task = asyncio.get_running_loop().create_task(self._commit_later())
+
+    def _sync_files(self) -> None:
+        self._results.sync()
+        self._failures.sync()
+
+    def _emit_committed(self, results: tuple[int, int], failures: int, final: bool) -> None:
+        self._audit.emit(
+            "batch.committed",
+            results_lines=results[0],
+            results_bytes=results[1] if self._results.path is not None else None,
+            failures_lines=failures,
+            durable=self._results.path is not None,
+            final=final,
+        )
+
+    async def _commit_later(self) -> None:
+        """fsync on a thread, so the loop keeps serving; then the audit log says committed."""
+        results = (self._results.lines, self._results.offset)
+        failures = self._failures.lines
+        self._uncommitted = 0
+        try:
+            await asyncio.to_thread(self._sync_files)
+            self._emit_committed(results, failures, final=False)
+        except OutputWriteError as exc:
+            self.stop.set("write_error", exc)
+        finally:
+            self._committed_at = self._clock.monotonic()
+            self._commit_task = None
+
+    def commit(self) -> None:
+        """The final commit: everything written is on disk before the run reports it."""
+        self._sync_files()
+        self._uncommitted = 0
+        self._emit_committed(
+            (self._results.lines, self._results.offset), self._failures.lines, final=True
+        )
+
+    def _record_pending(self, trade_id: str) -> None:
+        """A trade taken from the input but not finished: recorded, for the next run."""
+        self.stats.pending += 1
+        with contextlib.suppress(OutputClosed, OutputWriteError):
+            self._audit.emit("trade.pending", trade_id=trade_id, stop_reason=self.stop.reason)
+            self._failures.write(
+                failure_line(
+                    trade_id,
+                    self.job.batch_id,
+                    self._clock.wall(),
+                    reason="pending",
+                    status=None,
+                    attempts=0,
+                    error=f"not finished when the run stopped ({self.stop.reason}); "
+                    "run again to fetch it",
+                )
+            )
 
     def _record(self, outcome: Fetched | Failed) -> None:
         batch_id = self.job.batch_id
@@ -263,7 +373,13 @@ class Batch:
             while not self.stop.is_set and (items := await feed.items()) is not None:
                 for item in items:
                     if isinstance(item, TradeId):
-                        await self._work.put(item)
+                        if self._ledger is not None and item.value in self._ledger:
+                            self.stats.already_ingested += 1
+                            self._audit.emit(
+                                "trade.already_ingested", trade_id=item.value, line=item.line
+                            )
+                        else:
+                            await self._work.put(item)
                     elif isinstance(item, InvalidId):
                         self._record_invalid(item)
                     else:
@@ -285,18 +401,24 @@ class Batch:
     async def _work_loop(self) -> None:
         while (item := await self._work.get()) is not None:
             if self.stop.is_set:
-                self.stats.pending += 1
+                self._record_pending(item.value)
                 continue
-            if self._fetcher.past_deadline(self._clock.monotonic()):
-                outcome: Fetched | Failed = self._fetcher.deadline_failure(item.value)
-            else:
-                outcome = await self._fetcher.fetch(item.value)
             try:
+                if self._fetcher.past_deadline(self._clock.monotonic()):
+                    outcome: Fetched | Failed = self._fetcher.deadline_failure(item.value)
+                else:
+                    outcome = await self._fetcher.fetch(item.value)
                 self._record(outcome)
-            except (OutputClosed, OutputWriteError):
-                self.stats.pending += 1
+            except OutputWriteError as exc:  # the audit log or an output could not be written
+                self.stop.set("write_error", exc)
+                self._record_pending(item.value)
+            except OutputClosed:
+                self._record_pending(item.value)
+            except asyncio.CancelledError:  # the grace period after a signal ran out
+                self._record_pending(item.value)
+                raise
 
-    async def run(self, source: BinaryIO) -> None:
+    async def run(self, source: Readable) -> None:
         feed = _IdFeed(
             source,
             IdRules.from_settings(self.job.settings.max_id_length, self.job.settings.id_pattern),
@@ -314,17 +436,23 @@ class Batch:
             await asyncio.wait({done_waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not done_waiting.done():
                 # Stopped: in-flight trades get a grace period, then are left pending.
-                _, unfinished = await asyncio.wait(workers, timeout=self.job.grace_seconds)
-                self.stats.pending += len(unfinished)
+                grace = self.job.settings.shutdown_grace
+                _, unfinished = await asyncio.wait(workers, timeout=grace)
                 for task in (*unfinished, producer):
                     task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await done_waiting
+                while not self._work.empty():
+                    if (queued := self._work.get_nowait()) is not None:
+                        self._record_pending(queued.value)
             else:
                 await done_waiting
         finally:
             feed.close()
             stopping.cancel()
+            if self._commit_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._commit_task
             self.stats.paused_seconds = self._gate.paused_seconds
             self.stats.pauses = self._gate.pauses
             self.stats.elapsed = self._clock.monotonic() - started
@@ -369,12 +497,61 @@ def _open_audit(path: Path) -> TextIO:
         ) from None
 
 
+def acquire_lock(job: Job, output: Path, clock: Clock) -> OutputLock:
+    """The output's lock, or ``LockHeld`` (exit 75); ``--wait-lock`` waits, within the deadline."""
+    lock = OutputLock(output)
+    holder = {
+        "pid": os.getpid(),
+        "batch_id": job.batch_id,
+        "since": datetime.fromtimestamp(clock.wall(), UTC).isoformat(timespec="seconds"),
+    }
+    deadline = job.settings.deadline_seconds()
+    give_up_at = None if deadline is None else clock.monotonic() + deadline
+    try:
+        while not lock.try_acquire(holder):
+            if not job.wait_lock or (give_up_at is not None and clock.monotonic() >= give_up_at):
+                waited = " (waited until the deadline)" if job.wait_lock else ""
+                raise LockHeld(
+                    f"{output} is being written by another run ({lock.holder()})"
+                    f"{waited}; try again later, or pass --wait-lock to wait for it"
+                )
+            time.sleep(LOCK_POLL_SECONDS)
+    except KeyboardInterrupt:
+        raise LockWaitInterrupted(f"interrupted while waiting for the lock on {output}") from None
+    return lock
+
+
+@dataclass
+class _Outputs:
+    """The files of one run, opened in order and closed in reverse, whatever happens."""
+
+    results: JsonlWriter | None = None
+    failures: JsonlWriter | None = None
+    audit_stream: TextIO | None = None
+    lock: OutputLock | None = None
+
+    def close(self) -> None:
+        for writer in (self.results, self.failures):
+            if writer is not None:
+                writer.close()
+        if self.audit_stream is not None:
+            with contextlib.suppress(OSError):
+                self.audit_stream.close()
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _torn_fields(torn: TornTail) -> dict[str, object]:
+    return {"offset": torn.offset, "bytes_cut": torn.length, "sha256": torn.sha256}
+
+
 async def _run_async(
     job: Job,
-    source: BinaryIO,
+    source: Readable,
     results: JsonlWriter,
     failures: JsonlWriter,
     audit: AuditLog,
+    ledger: Ledger | None,
     token: str | None,
     clock: Clock,
     rng: random.Random,
@@ -389,6 +566,7 @@ async def _run_async(
             client=client,
             clock=clock,
             rng=rng,
+            ledger=ledger,
             on_progress=on_progress,
         )
         loop = asyncio.get_running_loop()
@@ -399,6 +577,10 @@ async def _run_async(
                 handled.append(signum)
         try:
             await batch.run(source)
+            try:
+                batch.commit()
+            except OutputWriteError as exc:
+                batch.stop.set("write_error", exc)
         finally:
             for signum in handled:
                 loop.remove_signal_handler(signum)
@@ -407,10 +589,19 @@ async def _run_async(
 
 def _on_signal(batch: Batch, reason: str) -> None:
     if batch.stop.is_set and batch.stop.reason in ("interrupted", "terminated"):
-        # A second signal: stop waiting for in-flight trades. Lines are whole
-        # (one write each), so nothing torn is left behind.
+        # A second signal: stop waiting for in-flight trades. Each line is one
+        # write made between two steps of the loop, so none is left torn.
         os._exit(ExitCode.INTERRUPTED if reason == "interrupted" else ExitCode.TERMINATED)
     batch.stop.set(reason)
+
+
+def _previous_input(runs: list[dict[str, Any]]) -> str | None:
+    """The input hash of the last run that read its input to the end."""
+    for record in reversed(runs):
+        if record.get("record") == "run.finished" and record.get("input_read_to_end"):
+            value = record.get("input_sha256")
+            return value if isinstance(value, str) else None
+    return None
 
 
 def run_job(
@@ -426,29 +617,124 @@ def run_job(
     clock = clock or SystemClock()
     rng = rng or random.Random()
     token = load_token(job.settings, environ)
-    source = _open_input(job.input_path)
-    results = failures = None
-    audit_stream: TextIO | None = None
+    raw_source = _open_input(job.input_path)
+    reader = HashingReader(raw_source)
+    source: Readable = reader
+    if job.retry_failed:
+        source = RetryableFailures(reader, str(job.input_path or "stdin"))
+    files = _Outputs()
+    ledger: Ledger | None = None
+    manifest: Manifest | None = None
+    runs: list[dict[str, Any]] = []
     try:
-        results = JsonlWriter(job.output_path, what="results")
-        failures = JsonlWriter(job.failures_path, what="failures", lazy=True)
-        audit_stream = _open_audit(job.audit_path)
-        audit = AuditLog(audit_stream, job.batch_id, clock, secrets=[token] if token else [])
+        if job.output_path is not None:
+            files.lock = acquire_lock(job, job.output_path, clock)
+            ledger = open_ledger(job.output_path)
+            if not job.resume and ledger.lines:
+                raise OutputError(
+                    f"results file {job.output_path} already holds {ledger.lines} trades and "
+                    "--no-resume was given; resume (the default) or write to a new --output"
+                )
+            manifest = Manifest(job.output_path)
+            runs = manifest.previous_runs()
+        failures_torn = cut_torn_tail(job.failures_path)
+        audit_torn = cut_torn_tail(job.audit_path)
+        files.results = JsonlWriter(job.output_path, what="results")
+        files.failures = JsonlWriter(job.failures_path, what="failures", lazy=True)
+        files.audit_stream = _open_audit(job.audit_path)
+        audit = AuditLog(files.audit_stream, job.batch_id, clock, secrets=[token] if token else [])
+        input_name = str(job.input_path) if job.input_path else "-"
         audit.emit(
             "batch.started",
             version=__version__,
             pid=os.getpid(),
-            input=str(job.input_path) if job.input_path else "-",
+            input=input_name,
+            input_kind="failures" if job.retry_failed else "trade_ids",
             output=str(job.output_path) if job.output_path else "-",
             failures=str(job.failures_path),
             settings=job.settings.redacted(),
             authenticated=token is not None,
         )
+        for path, torn in ((job.failures_path, failures_torn), (job.audit_path, audit_torn)):
+            if torn is not None:
+                audit.emit("file.torn_line_cut", path=str(path), **_torn_fields(torn))
+        if ledger is not None and manifest is not None:
+            if ledger.torn is not None:
+                audit.emit("file.torn_line_cut", path=str(ledger.path), **_torn_fields(ledger.torn))
+            starts = [r for r in runs if r.get("record") == "run.started"]
+            finished = {r.get("batch_id") for r in runs if r.get("record") == "run.finished"}
+            previous = starts[-1].get("batch_id") if starts else None
+            audit.emit(
+                "ledger.opened",
+                path=str(ledger.path),
+                trades=len(ledger),
+                lines=ledger.lines,
+                previous_batch_id=previous,
+                previous_run_finished=previous in finished if previous else None,
+            )
+            manifest.append(
+                {
+                    "record": "run.started",
+                    "batch_id": job.batch_id,
+                    "started_at": utc_rfc3339(clock.wall()),
+                    "version": __version__,
+                    "input": input_name,
+                    "input_kind": "failures" if job.retry_failed else "trade_ids",
+                    "settings": job.settings.redacted(),
+                    "ledger_trades": len(ledger),
+                    "torn_line_cut": _torn_fields(ledger.torn) if ledger.torn else None,
+                    "previous_batch_id": previous,
+                    "previous_run_finished": previous in finished if previous else None,
+                }
+            )
         stats, reason, error = asyncio.run(
-            _run_async(job, source, results, failures, audit, token, clock, rng, on_progress)
+            _run_async(
+                job,
+                source,
+                files.results,
+                files.failures,
+                audit,
+                ledger,
+                token,
+                clock,
+                rng,
+                on_progress,
+            )
         )
         code = exit_code_for(stats, reason)
-        audit.emit("batch.finished", stop_reason=reason, exit_code=int(code), **stats.counts())
+        previous_input = _previous_input(runs)
+        input_hash = reader.hexdigest()
+        input_fields = {
+            "input_sha256": input_hash,
+            "input_bytes": reader.bytes_read,
+            "input_read_to_end": reader.at_end,
+            "input_changed": None if previous_input is None else previous_input != input_hash,
+        }
+        audit.emit(
+            "batch.finished",
+            stop_reason=reason,
+            exit_code=int(code),
+            **input_fields,
+            **stats.counts(),
+        )
+        audit.sync()
+        if manifest is not None:
+            manifest.append(
+                {
+                    "record": "run.finished",
+                    "batch_id": job.batch_id,
+                    "finished_at": utc_rfc3339(clock.wall()),
+                    **input_fields,
+                    "stop_reason": reason,
+                    "exit_code": int(code),
+                    "ingested": stats.ingested,
+                    "already_ingested": stats.already_ingested,
+                    "failed": stats.failed,
+                    "deferred": stats.deferred,
+                    "pending": stats.pending,
+                    "results_bytes": files.results.offset,
+                }
+            )
         return RunReport(
             job.batch_id,
             stats,
@@ -457,15 +743,11 @@ def run_job(
             message=str(error) if isinstance(error, OutputWriteError) else "",
             paths={
                 "results": str(job.output_path) if job.output_path else "-",
-                "failures": str(job.failures_path) if failures.lines else "",
+                "failures": str(job.failures_path) if files.failures.lines else "",
                 "audit": str(job.audit_path),
             },
         )
     finally:
         if job.input_path is not None:
-            source.close()
-        for writer in (results, failures):
-            if writer is not None:
-                writer.close()
-        if audit_stream is not None:
-            audit_stream.close()
+            raw_source.close()
+        files.close()

@@ -48,6 +48,8 @@ class RunStats:
     deferred: int = 0
     invalid: int = 0
     duplicates: int = 0
+    # Skipped because the results file (the ledger) already holds them.
+    already_ingested: int = 0
     pending: int = 0
     attempts: int = 0
     failures_by_reason: Counter[str] = field(default_factory=Counter)
@@ -71,6 +73,7 @@ class RunStats:
             "deferred": self.deferred,
             "invalid_id": self.invalid,
             "duplicates_skipped": self.duplicates,
+            "already_ingested": self.already_ingested,
             "pending": self.pending,
             "attempts": self.attempts,
             "retries_by_cause": dict(self.retries_by_cause),
