@@ -701,6 +701,8 @@ def run_job(
                 on_progress,
             )
         )
+        if isinstance(source, RetryableFailures):
+            stats.not_worth_retrying = source.skipped
         code = exit_code_for(stats, reason)
         previous_input = _previous_input(runs)
         input_hash = reader.hexdigest()

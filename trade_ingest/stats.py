@@ -50,6 +50,8 @@ class RunStats:
     duplicates: int = 0
     # Skipped because the results file (the ledger) already holds them.
     already_ingested: int = 0
+    # --retry-failed: failure records whose reason is not worth a retry (404, invalid ID).
+    not_worth_retrying: int = 0
     pending: int = 0
     attempts: int = 0
     failures_by_reason: Counter[str] = field(default_factory=Counter)
@@ -74,6 +76,7 @@ class RunStats:
             "invalid_id": self.invalid,
             "duplicates_skipped": self.duplicates,
             "already_ingested": self.already_ingested,
+            "not_worth_retrying": self.not_worth_retrying,
             "pending": self.pending,
             "attempts": self.attempts,
             "retries_by_cause": dict(self.retries_by_cause),

@@ -80,7 +80,8 @@ class ProgressDisplay:
         detail = f"ok {stats.ingested} · failed {stats.failed + stats.invalid}"
         if stats.deferred:
             detail += f" · deferred {stats.deferred}"
-        self._progress.update(self._task, completed=stats.done, detail=detail)
+        completed = stats.done + stats.already_ingested + stats.duplicates
+        self._progress.update(self._task, completed=completed, detail=detail)
 
 
 def _ms(seconds: float) -> str:
@@ -97,6 +98,15 @@ def render_summary(report: RunReport) -> list[str]:
         f"invalid IDs {stats.invalid} · duplicates skipped {stats.duplicates} · "
         f"pending {stats.pending}",
     ]
+    if stats.already_ingested:
+        lines.append(
+            f"  already in the results file (resumed): {stats.already_ingested}, not fetched again"
+        )
+    if stats.not_worth_retrying:
+        lines.append(
+            f"  failure records not worth retrying (invalid ID, 404, ...): "
+            f"{stats.not_worth_retrying}, left alone"
+        )
     if stats.failures_by_reason:
         reasons = ", ".join(f"{k} {v}" for k, v in stats.failures_by_reason.most_common())
         lines.append(f"  failures by reason: {reasons}")
