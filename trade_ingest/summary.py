@@ -30,7 +30,8 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NO_INPUT: "input file missing or unreadable",
     ExitCode.CANT_CREATE: "an output file cannot be created",
     ExitCode.IO_ERROR: "writing an output failed (disk full?)",
-    ExitCode.TEMP_FAIL: "stopped early with trades left to do: run again later",
+    ExitCode.TEMP_FAIL: "trades left to do (deferred, pending) or the output locked by another "
+    "run: run again later",
     ExitCode.CONFIG: "bad configuration",
     ExitCode.INTERRUPTED: "interrupted (SIGINT)",
     ExitCode.TERMINATED: "terminated (SIGTERM)",
