@@ -209,6 +209,8 @@ def run(
     except IngestError as exc:
         message = Redactor([env.get("TRADE_INGEST_TOKEN", "")]).scrub(str(exc))
         _fail(message, exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C while the batch's own handler was not in place
+        _fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)
     if report.stop_reason == "output_closed":
         # The reader of stdout went away (`| head`): end quietly, as `cat` would.
         _silence_stdout()

@@ -17,6 +17,7 @@ import os
 import random
 import secrets
 import signal
+import stat
 import sys
 import threading
 import time
@@ -541,6 +542,16 @@ class _Outputs:
             self.lock.release()
 
 
+def _is_ledger_file(path: Path) -> bool:
+    """A regular file (or one to create) can be a ledger; /dev/stdout or a FIFO cannot."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # let opening it report the problem
+
+
 def _torn_fields(torn: TornTail) -> dict[str, object]:
     return {"offset": torn.offset, "bytes_cut": torn.length, "sha256": torn.sha256}
 
@@ -627,7 +638,7 @@ def run_job(
     manifest: Manifest | None = None
     runs: list[dict[str, Any]] = []
     try:
-        if job.output_path is not None:
+        if job.output_path is not None and _is_ledger_file(job.output_path):
             files.lock = acquire_lock(job, job.output_path, clock)
             ledger = open_ledger(job.output_path)
             if not job.resume and ledger.lines:

@@ -100,6 +100,8 @@ class JsonlWriter:
         try:
             os.fsync(self._handle.fileno())
         except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+                return  # a pipe or device: nothing to make durable
             raise OutputWriteError(
                 f"flushing {self.what} file {self.path} to disk failed: {exc.strerror}"
             ) from None
