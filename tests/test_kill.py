@@ -22,8 +22,8 @@ from trade_ingest.simulator import GatewayConfig, SimulatedGateway
 pytestmark = pytest.mark.integration
 
 TRADES = [f"EEX-{n:04d}" for n in range(400)]
-# Runs in the SIGKILL loop; raise it for a longer soak (e.g. KILL_LOOP_RUNS=60).
-KILL_LOOP_RUNS = int(os.environ.get("KILL_LOOP_RUNS", "8"))
+# SIGKILLs the kill loop delivers; raise it for a longer soak (e.g. KILL_LOOP_KILLS=200).
+KILLS = int(os.environ.get("KILL_LOOP_KILLS", "8"))
 GATEWAY = GatewayConfig(
     latency_ms=12, latency_sigma=0.6, unknown_rate=0.03, error_rate=0.03, seed=7
 )
@@ -90,25 +90,53 @@ def assert_exactly_once(tmp_path: Path, last_run: int) -> None:
     assert not set(ingested) & set(failed)
 
 
+def _kill_at_a_random_moment(
+    process: subprocess.Popen[bytes], gateway: SimulatedGateway, rng: random.Random
+) -> bool:
+    """SIGKILL during start-up, or after a random number of the run's requests; True if killed."""
+    if rng.random() < 0.2:
+        time.sleep(rng.uniform(0.05, 0.6))  # imports, ledger scan, lock
+    else:
+        target = gateway.stats.requests + rng.randint(1, 150)
+        while gateway.stats.requests < target and process.poll() is None:
+            time.sleep(0.002)
+    if process.poll() is not None:
+        return False
+    process.kill()
+    process.communicate(timeout=60)
+    return True
+
+
 def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
-    """Seeded kill loop: every trade ends up exactly once in the results, whatever was cut."""
+    """Seeded kill loop: rounds of runs killed until one finishes; each round's results hold
+    every trade exactly once and its last failures the rest."""
     rng = random.Random(20261128)
-    kills = 0
+    kills = rounds = runs = torn = 0
     with SimulatedGateway.in_thread(GATEWAY) as gateway:
-        run = 0
-        for run in range(KILL_LOOP_RUNS):
-            process = start_run(tmp_path, gateway.base_url, run, rng)
-            time.sleep(rng.uniform(0.3, 1.4))
-            if process.poll() is None:
-                process.kill()
-                kills += 1
-            process.communicate(timeout=60)
-        last = finish(tmp_path, gateway.base_url, run + 1, rng)
-    assert kills >= KILL_LOOP_RUNS // 2, "the loop should mostly kill runs mid-batch"
-    assert_exactly_once(tmp_path, last)
-    audit = read_jsonl(tmp_path / "audit.jsonl")
-    torn = [e for e in audit if e["event"] == "file.torn_line_cut"]
-    print(f"\nkill loop: {kills} SIGKILLs over {last + 1} runs, {len(torn)} torn lines cut")
+        while kills < KILLS and rounds < KILLS:
+            rounds += 1
+            directory = tmp_path / f"round-{rounds}"
+            directory.mkdir()
+            run = 0
+            while True:
+                process = start_run(directory, gateway.base_url, run, rng)
+                runs += 1
+                if not _kill_at_a_random_moment(process, gateway, rng):
+                    _, stderr = process.communicate(timeout=60)
+                    assert b"Traceback" not in stderr
+                    if process.returncode in (0, 1):
+                        break
+                else:
+                    kills += 1
+                run += 1
+                assert run < 40, "the round never finished"
+            assert_exactly_once(directory, run)
+            audit = read_jsonl(directory / "audit.jsonl")
+            torn += sum(1 for e in audit if e["event"] == "file.torn_line_cut")
+    assert kills >= KILLS
+    print(
+        f"\nkill loop: {kills} SIGKILLs in {runs} runs over {rounds} rounds, {torn} torn lines cut"
+    )
 
 
 def test_sigterm_loses_nothing_in_flight(tmp_path: Path) -> None:
