@@ -1,24 +1,42 @@
-"""The audit log: one JSON line per thing that happened, written with structlog.
+"""The audit log: one JSON line per thing that happened, hash-chained, written with structlog.
 
 Every event carries ``timestamp`` (UTC, RFC 3339, ``Z``), ``event`` and
 ``batch_id``; trade events add ``trade_id`` and ``attempt``. Secrets are
 removed by ``Redactor`` before anything is rendered.
+
+The chain: each event also carries ``seq`` (0, 1, 2, ... across every run
+appended to the file, no gaps), ``prev_hash`` (the previous event's ``hash``;
+64 zeros for the first) and ``hash``::
+
+    canonical = json.dumps(event_without_hash, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=True)
+    hash = sha256(canonical)                 # or HMAC-SHA256(key, canonical)
+
+The line on disk is ``canonical`` with ``,"hash":"..."`` added before the
+closing brace, so editing, removing or reordering any event breaks the chain
+at that line. With a key (the variable named by ``audit_key_env``) nobody
+without it can rebuild a valid chain; without one, the head hash printed at
+the end of each run is the outside copy to check against.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import json
 import os
 import re
 from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
 from trade_ingest.clock import Clock
-from trade_ingest.errors import OutputWriteError
+from trade_ingest.errors import OutputError, OutputWriteError
 
 _SECRET_KEYS = re.compile(
     r"(?i)^(authorization|proxy-authorization|cookie|set-cookie|password|passwd|secret|token"
@@ -26,6 +44,9 @@ _SECRET_KEYS = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+# The query of a URL in text: its values may be API keys (``?api_key=...``).
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#\"'<>]*\?)([^\s#\"'<>]+)")
+_QUERY_VALUE = re.compile(r"=[^&;]*")
 REDACTED = "***"
 
 
@@ -47,6 +68,9 @@ class Redactor:
             for secret in self._secrets:
                 value = value.replace(secret, REDACTED)
             value = _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, value)
+            value = _URL_QUERY.sub(
+                lambda m: m.group(1) + _QUERY_VALUE.sub("=" + REDACTED, m.group(2)), value
+            )
             return _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", value)
         if isinstance(value, dict):
             return {
@@ -83,30 +107,110 @@ class CoreFields:
         return ordered
 
 
-def _render(obj: Any, **kwargs: Any) -> str:
-    # ensure_ascii keeps U+2028 and friends escaped, so no event can split a line.
-    return json.dumps(obj, separators=(",", ":"), default=str)
+GENESIS = "0" * 64
+
+
+def canonical_json(event: dict[str, Any]) -> str:
+    """The text an event's hash is taken over: sorted keys, no spaces, ASCII only.
+
+    ``ensure_ascii`` also keeps U+2028 and friends escaped, so no event can split a line.
+    """
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def event_hash(canonical: str, key: bytes | None) -> str:
+    data = canonical.encode("ascii")
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """Where a chain stands: the next ``seq`` and the last event's ``hash``."""
+
+    next_seq: int = 0
+    head: str = GENESIS
+
+
+def read_chain_head(path: Path) -> ChainHead:
+    """The head of the chain already in ``path`` (whose torn tail, if any, was cut)."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            block = min(size, 1 << 20)
+            handle.seek(size - block)
+            lines = handle.read(block).splitlines()
+    except FileNotFoundError:
+        return ChainHead()
+    except OSError as exc:
+        raise OutputWriteError(f"cannot read the audit log {path}: {exc.strerror}") from None
+    if not lines or not lines[-1].strip():
+        return ChainHead()
+    try:
+        last = json.loads(lines[-1])
+        return ChainHead(int(last["seq"]) + 1, str(last["hash"]))
+    except (ValueError, KeyError, TypeError):
+        raise OutputError(
+            f"the last line of audit log {path} is not a chained trade-ingest event; "
+            "append to a new --audit-log"
+        ) from None
+
+
+class HashChain:
+    """The last structlog processor: numbers, links and hashes each event, and renders it."""
+
+    def __init__(self, start: ChainHead, key: bytes | None) -> None:
+        self.next_seq = start.next_seq
+        self.head = start.head
+        self._key = key
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        event_dict["seq"] = self.next_seq
+        event_dict["prev_hash"] = self.head
+        # Values that JSON cannot hold become text first, so the verifier, which
+        # sees only the parsed line, hashes exactly what was hashed here.
+        body = canonical_json(json.loads(json.dumps(event_dict, default=str)))
+        digest = event_hash(body, self._key)
+        self.next_seq += 1
+        self.head = digest
+        return body[:-1] + ',"hash":"' + digest + '"}'
 
 
 class AuditLog:
-    """Writes audit events as JSON lines to ``stream``."""
+    """Writes audit events as hash-chained JSON lines to ``stream``."""
 
     def __init__(
-        self, stream: TextIO, batch_id: str, clock: Clock, secrets: Iterable[str] = ()
+        self,
+        stream: TextIO,
+        batch_id: str,
+        clock: Clock,
+        secrets: Iterable[str] = (),
+        *,
+        start: ChainHead | None = None,
+        key: bytes | None = None,
     ) -> None:
         self.batch_id = batch_id
+        self.hash_alg = "sha256" if key is None else "hmac-sha256"
         self._stream = stream
+        self.chain = HashChain(start or ChainHead(), key)
+        self.first_seq = self.chain.next_seq
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream),
-            processors=[
-                CoreFields(batch_id, clock),
-                Redactor(secrets),
-                structlog.processors.JSONRenderer(serializer=_render),
-            ],
+            processors=[CoreFields(batch_id, clock), Redactor(secrets), self.chain],
             wrapper_class=structlog.BoundLogger,
             context_class=dict,
             cache_logger_on_first_use=True,
         )
+
+    @property
+    def head(self) -> str:
+        """The last event's hash: printed at the end of a run as the outside copy."""
+        return self.chain.head
+
+    @property
+    def events_written(self) -> int:
+        return self.chain.next_seq - self.first_seq
 
     def emit(self, event: str, **fields: Any) -> None:
         try:

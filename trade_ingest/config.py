@@ -59,6 +59,8 @@ class Settings:
     token_env: str = "TRADE_INGEST_TOKEN"  # noqa: S105 - the variable's name, not a token
     token_file: str = ""
     allow_insecure_http: bool = False
+    # The environment variable holding a key for the audit log's chain (HMAC-SHA256).
+    audit_key_env: str = "TRADE_INGEST_AUDIT_KEY"
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import random
 import secrets
@@ -30,7 +31,7 @@ from typing import Any, BinaryIO, Protocol, TextIO, cast
 import httpx
 
 from trade_ingest import __version__
-from trade_ingest.audit import AuditLog, utc_rfc3339
+from trade_ingest.audit import AuditLog, read_chain_head, utc_rfc3339
 from trade_ingest.clock import Clock, SystemClock
 from trade_ingest.config import Settings, load_token
 from trade_ingest.errors import (
@@ -64,6 +65,7 @@ from trade_ingest.sinks import (
     failure_line,
     open_ledger,
     result_line,
+    try_lock,
 )
 from trade_ingest.stats import RunStats
 
@@ -121,6 +123,8 @@ class RunReport:
     stop_reason: str
     message: str = ""
     paths: dict[str, str] = field(default_factory=dict)
+    # The hash of the run's last audit event: keep it somewhere else (cron mail, syslog).
+    audit_head: str = ""
 
 
 class StopRequest:
@@ -267,11 +271,12 @@ class Batch:
         self._results.sync()
         self._failures.sync()
 
-    def _emit_committed(self, results: tuple[int, int], failures: int, final: bool) -> None:
+    def _emit_committed(self, results: tuple[int, int, str], failures: int, final: bool) -> None:
         self._audit.emit(
             "batch.committed",
             results_lines=results[0],
             results_bytes=results[1] if self._results.path is not None else None,
+            results_sha256=results[2],
             failures_lines=failures,
             durable=self._results.path is not None,
             final=final,
@@ -279,7 +284,7 @@ class Batch:
 
     async def _commit_later(self) -> None:
         """fsync on a thread, so the loop keeps serving; then the audit log says committed."""
-        results = (self._results.lines, self._results.offset)
+        results = (self._results.lines, self._results.offset, self._results.digest.hexdigest())
         failures = self._failures.lines
         self._uncommitted = 0
         try:
@@ -295,9 +300,8 @@ class Batch:
         """The final commit: everything written is on disk before the run reports it."""
         self._sync_files()
         self._uncommitted = 0
-        self._emit_committed(
-            (self._results.lines, self._results.offset), self._failures.lines, final=True
-        )
+        results = (self._results.lines, self._results.offset, self._results.digest.hexdigest())
+        self._emit_committed(results, self._failures.lines, final=True)
 
     def _record_pending(self, trade_id: str) -> None:
         """A trade taken from the input but not finished: recorded, for the next run."""
@@ -489,37 +493,58 @@ def _open_input(path: Path | None) -> BinaryIO:
         raise InputNotFound(f"cannot read input file {path}: {exc.strerror}") from None
 
 
-def _open_audit(path: Path) -> TextIO:
+def _wait_for_lock(
+    try_acquire: Callable[[], bool], job: Job, clock: Clock, what: str, holder: Callable[[], str]
+) -> None:
+    """Take a lock now or raise ``LockHeld`` (exit 75); ``--wait-lock`` polls until the deadline."""
+    deadline = job.settings.deadline_seconds()
+    give_up_at = None if deadline is None else clock.monotonic() + deadline
     try:
-        return path.open("a", encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create audit log {path}: {exc.strerror}; check the path and its permissions"
-        ) from None
+        while not try_acquire():
+            if not job.wait_lock or (give_up_at is not None and clock.monotonic() >= give_up_at):
+                waited = " (waited until the deadline)" if job.wait_lock else ""
+                raise LockHeld(
+                    f"{what} is being written by another run ({holder()}){waited}; "
+                    "try again later, or pass --wait-lock to wait for it"
+                )
+            time.sleep(LOCK_POLL_SECONDS)
+    except KeyboardInterrupt:
+        raise LockWaitInterrupted(f"interrupted while waiting for the lock on {what}") from None
 
 
 def acquire_lock(job: Job, output: Path, clock: Clock) -> OutputLock:
-    """The output's lock, or ``LockHeld`` (exit 75); ``--wait-lock`` waits, within the deadline."""
+    """The results file's lock (see ``_wait_for_lock``)."""
     lock = OutputLock(output)
     holder = {
         "pid": os.getpid(),
         "batch_id": job.batch_id,
         "since": datetime.fromtimestamp(clock.wall(), UTC).isoformat(timespec="seconds"),
     }
-    deadline = job.settings.deadline_seconds()
-    give_up_at = None if deadline is None else clock.monotonic() + deadline
-    try:
-        while not lock.try_acquire(holder):
-            if not job.wait_lock or (give_up_at is not None and clock.monotonic() >= give_up_at):
-                waited = " (waited until the deadline)" if job.wait_lock else ""
-                raise LockHeld(
-                    f"{output} is being written by another run ({lock.holder()})"
-                    f"{waited}; try again later, or pass --wait-lock to wait for it"
-                )
-            time.sleep(LOCK_POLL_SECONDS)
-    except KeyboardInterrupt:
-        raise LockWaitInterrupted(f"interrupted while waiting for the lock on {output}") from None
+    _wait_for_lock(lambda: lock.try_acquire(holder), job, clock, str(output), lock.holder)
     return lock
+
+
+def _open_audit(job: Job, clock: Clock) -> TextIO:
+    """The audit log, opened to append and locked: two runs must not fork its hash chain."""
+    path = job.audit_path
+    try:
+        stream = path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create audit log {path}: {exc.strerror}; check the path and its permissions"
+        ) from None
+    try:
+        _wait_for_lock(
+            lambda: try_lock(stream.fileno(), str(path)),
+            job,
+            clock,
+            f"audit log {path}",
+            lambda: "another trade-ingest process",
+        )
+    except BaseException:
+        stream.close()
+        raise
+    return stream
 
 
 @dataclass
@@ -550,6 +575,20 @@ def _is_ledger_file(path: Path) -> bool:
         return True
     except OSError:
         return True  # let opening it report the problem
+
+
+def _file_sha256(path: Path | None) -> str | None:
+    """The input file's hash at the start (stdin: None; its hash is in ``batch.finished``)."""
+    if path is None or not _is_ledger_file(path):
+        return None
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _torn_fields(torn: TornTail) -> dict[str, object]:
@@ -649,11 +688,20 @@ def run_job(
             manifest = Manifest(job.output_path)
             runs = manifest.previous_runs()
         failures_torn = cut_torn_tail(job.failures_path)
-        audit_torn = cut_torn_tail(job.audit_path)
         files.results = JsonlWriter(job.output_path, what="results")
         files.failures = JsonlWriter(job.failures_path, what="failures", lazy=True)
-        files.audit_stream = _open_audit(job.audit_path)
-        audit = AuditLog(files.audit_stream, job.batch_id, clock, secrets=[token] if token else [])
+        files.audit_stream = _open_audit(job, clock)
+        audit_torn = cut_torn_tail(job.audit_path)
+        chain_start = read_chain_head(job.audit_path)
+        audit_key = environ.get(job.settings.audit_key_env, "").encode() or None
+        audit = AuditLog(
+            files.audit_stream,
+            job.batch_id,
+            clock,
+            secrets=[s for s in (token, audit_key and audit_key.decode()) if s],
+            start=chain_start,
+            key=audit_key,
+        )
         input_name = str(job.input_path) if job.input_path else "-"
         audit.emit(
             "batch.started",
@@ -665,6 +713,9 @@ def run_job(
             failures=str(job.failures_path),
             settings=job.settings.redacted(),
             authenticated=token is not None,
+            input_sha256=_file_sha256(job.input_path),
+            hash_alg=audit.hash_alg,
+            previous_head=chain_start.head if chain_start.next_seq else None,
         )
         for path, torn in ((job.failures_path, failures_torn), (job.audit_path, audit_torn)):
             if torn is not None:
@@ -729,6 +780,8 @@ def run_job(
             exit_code=int(code),
             **input_fields,
             **stats.counts(),
+            first_seq=audit.first_seq,
+            events=audit.events_written + 1,
         )
         audit.sync()
         if manifest is not None:
@@ -746,6 +799,8 @@ def run_job(
                     "deferred": stats.deferred,
                     "pending": stats.pending,
                     "results_bytes": files.results.offset,
+                    "audit_log": str(job.audit_path),
+                    "audit_head": audit.head,
                 }
             )
         return RunReport(
@@ -759,6 +814,7 @@ def run_job(
                 "failures": str(job.failures_path) if files.failures.lines else "",
                 "audit": str(job.audit_path),
             },
+            audit_head=audit.head,
         )
     finally:
         if job.input_path is not None:

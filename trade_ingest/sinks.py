@@ -43,6 +43,8 @@ class JsonlWriter:
         self.what = what
         self.lines = 0
         self.offset = 0
+        # SHA-256 of every line this writer wrote: ``batch.committed`` binds them to the audit log.
+        self.digest = hashlib.sha256()
         self.created = False
         self._handle: BinaryIO | None = None
         if not lazy:
@@ -86,6 +88,7 @@ class JsonlWriter:
             ) from None
         self.lines += 1
         self.offset += len(line)
+        self.digest.update(line)
 
     def _cut_back(self, handle: BinaryIO) -> None:
         """Remove the part of a record that did get written: no half line is left behind."""
@@ -315,6 +318,17 @@ def open_ledger(path: Path) -> Ledger:
     return ledger
 
 
+def try_lock(fd: int, name: str) -> bool:
+    """An exclusive ``flock`` on ``fd`` if free now; False if another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot lock {name}: {exc.strerror}") from None
+    return True
+
+
 class OutputLock:
     """An exclusive ``flock`` on ``{output}.lock``, so two runs never write one output.
 
@@ -337,13 +351,13 @@ class OutputLock:
                 f"{exc.strerror}; check the path and its permissions"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            locked = try_lock(fd, str(self.path))
+        except OutputError:
+            os.close(fd)
+            raise
+        if not locked:
             os.close(fd)
             return False
-        except OSError as exc:
-            os.close(fd)
-            raise OutputError(f"cannot lock {self.path}: {exc.strerror}") from None
         self._fd = fd
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)

@@ -138,6 +138,8 @@ def render_summary(report: RunReport) -> list[str]:
     paths = " · ".join(f"{k}: {v}" for k, v in report.paths.items() if v)
     if paths:
         lines.append(f"  {paths}")
+    if report.audit_head:
+        lines.append(f"  audit head {report.audit_head}")
     if report.message:
         lines.append(f"  [red]{report.message}[/]")
     code = report.exit_code
