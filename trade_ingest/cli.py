@@ -7,11 +7,12 @@ want to call without Typer.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, BinaryIO, NoReturn
 
 import typer
 
@@ -337,6 +338,75 @@ def demo(
     )
     if not accounted_for(report.stats):
         raise typer.Exit(int(report.exit_code))
+
+
+audit_app = typer.Typer(
+    help="Check an audit log's hash chain.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(audit_app, name="audit")
+
+VERIFY_EXIT_HELP = (
+    "Exit codes: 0 intact; 1 not intact (the first broken line is named); 66 unreadable."
+)
+
+
+def _open_lines(path: Path, what: str) -> BinaryIO:
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        return path.open("rb")
+    except OSError as exc:
+        _fail(f"cannot read {what} {path}: {exc.strerror}", ExitCode.NO_INPUT)
+
+
+@audit_app.command(epilog=VERIFY_EXIT_HELP)
+def verify(
+    audit_log: Annotated[Path, typer.Argument(metavar="AUDIT_LOG", help="The audit log (JSONL).")],
+    results: Annotated[
+        Path | None,
+        typer.Option(help="Also check this results file against the log, line by line."),
+    ] = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HASH",
+            help="A head hash kept elsewhere (a run's summary): it must be in the log.",
+        ),
+    ] = None,
+    key_env: Annotated[
+        str,
+        typer.Option(help="Environment variable holding the chain's HMAC key, if it is keyed."),
+    ] = "TRADE_INGEST_AUDIT_KEY",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+) -> None:
+    """Recompute AUDIT_LOG's hash chain: the first edited, missing, reordered or torn line."""
+    from trade_ingest.verify import verify_audit, verify_results
+
+    key = os.environ.get(key_env, "").encode() or None
+    with _open_lines(audit_log, "audit log") as lines:
+        verdict = verify_audit(lines, name=str(audit_log), key=key, expect_head=expect_head)
+    if results is not None:
+        with _open_lines(results, "results file") as lines:
+            verify_results(verdict, lines, name=str(results))
+    if as_json:
+        typer.echo(json.dumps(verdict.summary(), indent=2))
+    else:
+        console = stderr_console()
+        for note in verdict.notes:
+            console.print(f"note: {note}", markup=False)
+        for finding in verdict.errors:
+            console.print(f"[red]broken:[/] {finding}", highlight=False)
+        if verdict.more_errors:
+            console.print(f"... and {verdict.more_errors} more problems")
+        state = "intact" if verdict.ok else "NOT intact"
+        checked = (
+            f", {verdict.results_lines} result lines" if verdict.results_lines is not None else ""
+        )
+        typer.echo(
+            f"{audit_log}: {state}: {verdict.events} events in {verdict.runs} run(s){checked}; "
+            f"{verdict.hash_alg} head {verdict.head} (seq {verdict.head_seq})"
+        )
+    raise typer.Exit(0 if verdict.ok else 1)
 
 
 def main() -> None:
