@@ -40,7 +40,8 @@ from trade_ingest.errors import OutputError, OutputWriteError
 
 _SECRET_KEYS = re.compile(
     r"(?i)^(authorization|proxy-authorization|cookie|set-cookie|password|passwd|secret|token"
-    r"|access_token|refresh_token|api[_-]?key|client_secret|.*_(token|secret|password))$"
+    r"|access_token|refresh_token|client_secret|.*api[_-]?key"
+    r"|.*[_-](token|secret|password|passwd|credentials?|signature))$"
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
@@ -78,6 +79,9 @@ class Redactor:
                 for k, v in value.items()
             }
         if isinstance(value, list | tuple):
+            # A header as a (name, value) pair: the name says whether the value is secret.
+            if len(value) == 2 and isinstance(value[0], str) and _SECRET_KEYS.match(value[0]):
+                return [value[0], REDACTED]
             return [self.scrub(v) for v in value]
         return value
 
@@ -194,10 +198,11 @@ class AuditLog:
         self.hash_alg = "sha256" if key is None else "hmac-sha256"
         self._stream = stream
         self.chain = HashChain(start or ChainHead(), key)
+        self.redactor = Redactor(secrets)
         self.first_seq = self.chain.next_seq
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream),
-            processors=[CoreFields(batch_id, clock), Redactor(secrets), self.chain],
+            processors=[CoreFields(batch_id, clock), self.redactor, self.chain],
             wrapper_class=structlog.BoundLogger,
             context_class=dict,
             cache_logger_on_first_use=True,

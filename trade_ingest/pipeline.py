@@ -337,7 +337,8 @@ class Batch:
                 reason=outcome.reason,
                 status=outcome.status,
                 attempts=outcome.attempts,
-                error=outcome.error,
+                # The gateway's own words can carry a reflected secret: same redaction as the log.
+                error=self._audit.redactor.scrub(outcome.error),
             )
             self._write(self._failures, line)
             self.stats.failures_by_reason[outcome.reason] += 1
