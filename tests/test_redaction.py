@@ -108,7 +108,7 @@ def test_reflected_token_never_written(tmp_path: Path, reflector: str) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_text("T1\nRA1\nBAD1\n")
     job = Job(
-        settings=Settings(base_url=reflector, max_attempts=2, backoff_base=0.01, max_wait=0.2),
+        settings=Settings(base_url=reflector, max_attempts=2, backoff_base=0.01, max_wait=5),
         input_path=ids,
         output_path=tmp_path / "trades.jsonl",
         failures_path=tmp_path / "failed.jsonl",
