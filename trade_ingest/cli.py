@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, BinaryIO, NoReturn
 
 import typer
+from rich.console import Console
 
 from trade_ingest import __version__
 from trade_ingest.audit import Redactor
@@ -407,6 +408,27 @@ def verify(
             f"{verdict.hash_alg} head {verdict.head} (seq {verdict.head_seq})"
         )
     raise typer.Exit(0 if verdict.ok else 1)
+
+
+@app.command("report")
+def report_command(
+    audit_log: Annotated[Path, typer.Argument(metavar="AUDIT_LOG", help="The audit log (JSONL).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    top: Annotated[int, typer.Option(help="How many of the slowest trades to list.")] = 10,
+) -> None:
+    """What happened in a run, from its audit log alone: outcomes, pauses, latency, pace."""
+    from trade_ingest.report import build_report, render_report
+
+    if not 0 <= top <= 1000:
+        _fail("--top must be between 0 and 1000", ExitCode.USAGE)
+    with _open_lines(audit_log, "audit log") as lines:
+        report = build_report(lines, top=top)
+    if not report.events:
+        _fail(f"{audit_log} holds no audit events", ExitCode.NO_INPUT)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(top), indent=2))
+    else:
+        render_report(Console(highlight=False, soft_wrap=True), report, top)
 
 
 def main() -> None:
