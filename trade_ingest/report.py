@@ -59,6 +59,7 @@ class AuditReport:
     pause_sources: dict[str, PauseSource] = field(default_factory=dict)
     paused_seconds: float = 0.0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    latency_total: float = 0.0
     latency_bars: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BARS_MS) + 1))
     fetched_per_minute: Counter[int] = field(default_factory=Counter)
     slowest: list[tuple[float, str, int, str]] = field(default_factory=list)
@@ -97,18 +98,24 @@ class AuditReport:
             )
         fetched = self.outcomes["fetched"]
         if not found and fetched and self.concurrency and self.latency.count:
-            mean_latency = self.latency.quantile(0.5) or 1e-9
-            ceiling = self.concurrency / mean_latency
             rate = fetched / elapsed
+            # Little's law: requests in flight on average = total time in requests / time.
+            in_flight = self.latency_total / elapsed
             if self.last_rate is not None and rate >= 0.8 * self.last_rate:
                 found.append(
                     f"paced: {rate:.1f} trades/s against a gateway rate of "
                     f"{self.last_rate:.1f}/s; the gateway's limit set the pace"
                 )
-            elif rate >= 0.6 * ceiling:
+            elif in_flight >= 0.6 * self.concurrency:
                 found.append(
-                    f"gateway latency: {rate:.1f} trades/s is near concurrency / median latency "
-                    f"({ceiling:.1f}/s); more concurrency would go faster if the gateway allows"
+                    f"gateway latency: {in_flight:.1f} of {self.concurrency} requests in flight "
+                    "on average; more concurrency would go faster if the gateway allows it"
+                )
+            else:
+                found.append(
+                    f"input or pacing: only {in_flight:.1f} of {self.concurrency} requests in "
+                    "flight on average; the IDs arrived slower than the gateway answered, or "
+                    "the batch was holding back"
                 )
         if not found:
             found.append("no single bottleneck stands out")
@@ -251,6 +258,7 @@ def _attempt(
         report.statuses[str(status)] += 1
     latency = float(event.get("latency_ms") or 0) / 1000
     report.latency.record(latency)
+    report.latency_total += latency
     for index, bound in enumerate(LATENCY_BARS_MS):
         if latency * 1000 < bound:
             report.latency_bars[index] += 1
@@ -297,7 +305,8 @@ def sparkline(values: list[int]) -> str:
     if not values:
         return ""
     peak = max(values) or 1
-    return "".join(_SPARKS[min(len(_SPARKS) - 1, v * len(_SPARKS) // (peak + 1))] for v in values)
+    top = len(_SPARKS) - 1
+    return "".join(_SPARKS[round(v / peak * top)] for v in values)
 
 
 def render_report(console: Console, report: AuditReport, top: int = 10) -> None:
