@@ -161,6 +161,14 @@ def read_chain_head(path: Path) -> ChainHead:
         ) from None
 
 
+def _only_text_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _only_text_keys(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_only_text_keys(v) for v in value)
+    return True
+
+
 class HashChain:
     """The last structlog processor: numbers, links and hashes each event, and renders it."""
 
@@ -172,9 +180,21 @@ class HashChain:
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
         event_dict["seq"] = self.next_seq
         event_dict["prev_hash"] = self.head
-        # Values that JSON cannot hold become text first, so the verifier, which
-        # sees only the parsed line, hashes exactly what was hashed here.
-        body = canonical_json(json.loads(json.dumps(event_dict, default=str)))
+        try:
+            if _only_text_keys(event_dict):
+                body = json.dumps(
+                    event_dict,
+                    sort_keys=True,
+                    separators=(",", ":"),
+                    ensure_ascii=True,
+                    default=str,
+                )
+            else:
+                raise TypeError
+        except TypeError:
+            # Non-text keys sort differently once they are JSON strings: go through JSON
+            # once, so the line is exactly the canonical form a verifier rebuilds.
+            body = canonical_json(json.loads(json.dumps(event_dict, default=str)))
         digest = event_hash(body, self._key)
         self.next_seq += 1
         self.head = digest
