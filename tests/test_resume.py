@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from trade_ingest.config import Settings
-from trade_ingest.errors import ExitCode, OutputError
+from trade_ingest.errors import ExitCode, OutputError, UsageError
 from trade_ingest.pipeline import Job, run_job
 from trade_ingest.simulator import GatewayConfig, SimulatedGateway
 from trade_ingest.sinks import OutputLock, result_line
@@ -330,3 +330,20 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     assert took < 10  # neither the 60 s grace nor the 15 s answer was waited for
     content = (tmp_path / "trades.jsonl").read_bytes()
     assert content == b"" or content.endswith(b"\n")
+
+
+def test_retrying_failures_into_the_same_file_is_refused(
+    tmp_path: Path, gateway: SimulatedGateway
+) -> None:
+    """--retry-failed F --failures F would read its own new records: a usage error."""
+    failures = tmp_path / "failed.jsonl"
+    failures.write_text(json.dumps({"trade_id": "D1", "reason": "deferred"}) + "\n")
+    job = replace(
+        job_for(tmp_path, gateway.base_url, [], "B1"),
+        input_path=failures,
+        failures_path=failures,
+        retry_failed=True,
+    )
+    with pytest.raises(UsageError, match="both the input and an output"):
+        run_job(job, env={})
+    assert gateway.stats.requests == 0

@@ -40,6 +40,7 @@ from trade_ingest.errors import (
     InputNotFound,
     OutputError,
     OutputWriteError,
+    UsageError,
 )
 from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client
 from trade_ingest.ids import (
@@ -646,6 +647,19 @@ def _on_signal(batch: Batch, reason: str) -> None:
     batch.stop.set(reason)
 
 
+def _refuse_reading_what_is_written(job: Job) -> None:
+    """Reading the file this run appends to would feed the run its own records."""
+    if job.input_path is None:
+        return
+    for written in (job.failures_path, job.output_path, job.audit_path):
+        with contextlib.suppress(OSError):
+            if written is not None and os.path.samefile(job.input_path, written):
+                raise UsageError(
+                    f"{job.input_path} is both the input and an output of this run; "
+                    "write the new records to another file"
+                )
+
+
 def _previous_input(runs: list[dict[str, Any]]) -> str | None:
     """The input hash of the last run that read its input to the end."""
     for record in reversed(runs):
@@ -668,6 +682,7 @@ def run_job(
     clock = clock or SystemClock()
     rng = rng or random.Random()
     token = load_token(job.settings, environ)
+    _refuse_reading_what_is_written(job)
     raw_source = _open_input(job.input_path)
     reader = HashingReader(raw_source)
     source: Readable = reader
