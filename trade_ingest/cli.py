@@ -385,7 +385,13 @@ def verify(
 
     key = os.environ.get(key_env, "").encode() or None
     with _open_lines(audit_log, "audit log") as lines:
-        verdict = verify_audit(lines, name=str(audit_log), key=key, expect_head=expect_head)
+        verdict = verify_audit(
+            lines,
+            name=str(audit_log),
+            key=key,
+            expect_head=expect_head,
+            for_results=results is not None,
+        )
     if results is not None:
         with _open_lines(results, "results file") as lines:
             verify_results(verdict, lines, name=str(results))

@@ -118,8 +118,10 @@ def verify_audit(
     name: str = "audit log",
     key: bytes | None = None,
     expect_head: str | None = None,
+    for_results: bool = True,
 ) -> Verification:
-    """Walk the chain once, holding only the facts the results check needs."""
+    """Walk the chain once, holding only the facts the results check needs (if it is wanted:
+    ``for_results=False`` keeps memory flat)."""
     report = Verification(hash_alg="sha256" if key is None else "hmac-sha256")
     expected_seq = 0
     previous = GENESIS
@@ -177,7 +179,8 @@ def verify_audit(
             )
             continue
         run.events += 1
-        _collect(report, event, kind, batch_id)
+        if for_results:
+            _collect(report, event, kind, batch_id)
         if kind == "batch.finished":
             run.sealed = True
             run.stop_reason = str(event.get("stop_reason", ""))
