@@ -1,0 +1,93 @@
+"""Hostile servers: every transport and payload fault ends as a retry with the right cause,
+then a recorded failure; never a traceback, a hang or a result written for the wrong trade."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.fault_server import fault_server, refused_url
+from trade_ingest.config import Settings
+from trade_ingest.errors import ExitCode
+from trade_ingest.pipeline import Job, RunReport, run_job
+
+pytestmark = pytest.mark.integration
+
+# Fault -> (the failure's reason, the cause each attempt was recorded with).
+FAULTS: dict[str, tuple[str, str]] = {
+    "close": ("retries_exhausted", "connection_closed"),
+    "reset": ("retries_exhausted", "connection_closed"),
+    "short": ("retries_exhausted", "connection_closed"),
+    "garbage": ("retries_exhausted", "connection_closed"),
+    "drip": ("retries_exhausted", "timeout"),
+    "hang": ("retries_exhausted", "timeout"),
+    "bomb": ("body_too_large", "body_too_large"),
+    "huge": ("body_too_large", "body_too_large"),
+    "mismatch": ("retries_exhausted", "invalid_body"),
+    "nan": ("retries_exhausted", "invalid_body"),
+}
+# Short timeouts keep the matrix fast: a drip of one byte per 0.2 s never trips the
+# 0.6 s per-read timeout, only the whole-attempt deadline.
+SETTINGS = dict(
+    max_attempts=2, attempt_timeout=1.0, read_timeout=0.6, backoff_base=0.01, backoff_max=0.05
+)
+
+
+def run(tmp_path: Path, base_url: str, ids: list[str]) -> RunReport:
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    job = Job(
+        settings=Settings(base_url=base_url, concurrency=len(ids), **SETTINGS),  # type: ignore[arg-type]
+        input_path=tmp_path / "ids.txt",
+        output_path=tmp_path / "trades.jsonl",
+        failures_path=tmp_path / "failed.jsonl",
+        audit_path=tmp_path / "audit.jsonl",
+        batch_id="B-faults",
+    )
+    return run_job(job, env={})
+
+
+@pytest.fixture(scope="module")
+def faulty_batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunReport]:
+    directory = tmp_path_factory.mktemp("faults")
+    with fault_server() as url:
+        report = run(directory, url, ["ok-1", *(f"{kind}-1" for kind in FAULTS)])
+    return directory, report
+
+
+def test_only_the_good_trade_is_written(faulty_batch: tuple[Path, RunReport]) -> None:
+    """One result (the good trade); every fault a failure; exit 1, nothing pending."""
+    directory, report = faulty_batch
+    results = [json.loads(x) for x in (directory / "trades.jsonl").read_text().splitlines()]
+    assert [r["trade_id"] for r in results] == ["ok-1"]
+    assert report.exit_code == ExitCode.TRADES_FAILED
+    assert report.stats.failed == len(FAULTS) and report.stats.pending == 0
+
+
+@pytest.mark.parametrize("kind", list(FAULTS))
+def test_each_fault_has_its_cause(faulty_batch: tuple[Path, RunReport], kind: str) -> None:
+    """The failure names the right reason; each attempt the right cause."""
+    directory, _ = faulty_batch
+    reason, cause = FAULTS[kind]
+    failures = {
+        f["trade_id"]: f
+        for f in map(json.loads, (directory / "failed.jsonl").read_text().splitlines())
+    }
+    assert failures[f"{kind}-1"]["reason"] == reason
+    attempts: dict[str, list[str]] = defaultdict(list)
+    for event in map(json.loads, (directory / "audit.jsonl").read_text().splitlines()):
+        if event["event"] == "trade.attempt":
+            attempts[event["trade_id"]].append(event["outcome"])
+    expected = [cause] if reason == "body_too_large" else [cause, cause]
+    assert attempts[f"{kind}-1"] == expected
+
+
+def test_connection_refused(tmp_path: Path) -> None:
+    """Nothing listening: connect_error, retried, then a recorded failure."""
+    report = run(tmp_path, refused_url(), ["T1"])
+    failure = json.loads((tmp_path / "failed.jsonl").read_text())
+    assert failure["reason"] == "retries_exhausted"
+    assert "connect_error" in failure["error"]
+    assert report.stats.retries_by_cause == {"connect_error": 1}
