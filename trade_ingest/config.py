@@ -59,6 +59,10 @@ class Settings:
     token_env: str = "TRADE_INGEST_TOKEN"  # noqa: S105 - the variable's name, not a token
     token_file: str = ""
     allow_insecure_http: bool = False
+    # A PEM file of CA certificates for a private PKI; empty means the system's store.
+    ca_bundle: str = ""
+    # Honour HTTP(S)_PROXY / ALL_PROXY / NO_PROXY and SSL_CERT_FILE from the environment.
+    trust_env: bool = True
     # The environment variable holding a key for the audit log's chain (HMAC-SHA256).
     audit_key_env: str = "TRADE_INGEST_AUDIT_KEY"
 
@@ -231,6 +235,8 @@ def validate(settings: Settings) -> None:
         raise bad("retry_budget_min", "must be zero or more")
     if settings.base_url:
         validate_base_url(settings.base_url, settings.allow_insecure_http)
+    if settings.ca_bundle and not Path(settings.ca_bundle).is_file():
+        raise bad("ca_bundle", f"{settings.ca_bundle!r} is not a readable file of PEM certificates")
 
 
 def validate_base_url(url: str, allow_insecure_http: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import ssl
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ from trade_ingest import __version__
 from trade_ingest.audit import AuditLog
 from trade_ingest.clock import Clock
 from trade_ingest.config import Settings
+from trade_ingest.errors import ConfigError
 from trade_ingest.pacing import FIRST_RESPONSE_POLL, Pacer, PacingEvent, RateGate, RetryBudget
 from trade_ingest.payload import InvalidBody, check_trade_body
 from trade_ingest.policy import (
@@ -49,12 +51,24 @@ def trade_path(trade_id: str) -> str:
     return "/trades/" + quote(trade_id, safe="")
 
 
+def tls_verification(settings: Settings) -> ssl.SSLContext | bool:
+    """Always verify; against ``ca_bundle`` when a private PKI is configured."""
+    if not settings.ca_bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=settings.ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"setting 'ca_bundle': cannot load {settings.ca_bundle}: {exc}") from None
+
+
 def build_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
     """One client a run: pool sized to the concurrency, keep-alive, no redirects."""
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.AsyncClient(
+        verify=tls_verification(settings),
+        trust_env=settings.trust_env,
         base_url=settings.base_url,
         headers=headers,
         timeout=httpx.Timeout(

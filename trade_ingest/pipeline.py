@@ -42,7 +42,7 @@ from trade_ingest.errors import (
     OutputWriteError,
     UsageError,
 )
-from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client
+from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client, tls_verification
 from trade_ingest.ids import (
     DuplicateId,
     HashingReader,
@@ -682,6 +682,7 @@ def run_job(
     clock = clock or SystemClock()
     rng = rng or random.Random()
     token = load_token(job.settings, environ)
+    tls_verification(job.settings)  # a bad CA bundle is a config error before any file is touched
     _refuse_reading_what_is_written(job)
     raw_source = _open_input(job.input_path)
     reader = HashingReader(raw_source)
@@ -765,20 +766,33 @@ def run_job(
                     "previous_run_finished": previous in finished if previous else None,
                 }
             )
-        stats, reason, error = asyncio.run(
-            _run_async(
-                job,
-                source,
-                files.results,
-                files.failures,
-                audit,
-                ledger,
-                token,
-                clock,
-                rng,
-                on_progress,
+        try:
+            stats, reason, error = asyncio.run(
+                _run_async(
+                    job,
+                    source,
+                    files.results,
+                    files.failures,
+                    audit,
+                    ledger,
+                    token,
+                    clock,
+                    rng,
+                    on_progress,
+                )
             )
-        )
+        except IngestError as exc:
+            # Seal the run even so: the chain then says how and why it ended.
+            with contextlib.suppress(IngestError):
+                audit.emit(
+                    "batch.finished",
+                    stop_reason="error",
+                    exit_code=int(exc.exit_code),
+                    error=str(exc),
+                    first_seq=audit.first_seq,
+                    events=audit.events_written + 1,
+                )
+            raise
         if isinstance(source, RetryableFailures):
             stats.not_worth_retrying = source.skipped
         code = exit_code_for(stats, reason)
