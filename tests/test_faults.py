@@ -36,10 +36,19 @@ SETTINGS = dict(
 )
 
 
-def run(tmp_path: Path, base_url: str, ids: list[str]) -> RunReport:
+TRANSPORTS = ["httpcore", "aiohttp"]
+
+
+def run(tmp_path: Path, base_url: str, ids: list[str], transport: str) -> RunReport:
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    settings = Settings(
+        base_url=base_url,
+        concurrency=len(ids),
+        http_transport=transport,
+        **SETTINGS,  # type: ignore[arg-type]
+    )
     job = Job(
-        settings=Settings(base_url=base_url, concurrency=len(ids), **SETTINGS),  # type: ignore[arg-type]
+        settings=settings,
         input_path=tmp_path / "ids.txt",
         output_path=tmp_path / "trades.jsonl",
         failures_path=tmp_path / "failed.jsonl",
@@ -49,11 +58,14 @@ def run(tmp_path: Path, base_url: str, ids: list[str]) -> RunReport:
     return run_job(job, env={})
 
 
-@pytest.fixture(scope="module")
-def faulty_batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunReport]:
-    directory = tmp_path_factory.mktemp("faults")
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def faulty_batch(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> tuple[Path, RunReport]:
+    """The whole matrix in one batch, once per transport: both must agree on every cause."""
+    directory = tmp_path_factory.mktemp(f"faults-{request.param}")
     with fault_server() as url:
-        report = run(directory, url, ["ok-1", *(f"{kind}-1" for kind in FAULTS)])
+        report = run(directory, url, ["ok-1", *(f"{kind}-1" for kind in FAULTS)], request.param)
     return directory, report
 
 
@@ -84,9 +96,10 @@ def test_each_fault_has_its_cause(faulty_batch: tuple[Path, RunReport], kind: st
     assert attempts[f"{kind}-1"] == expected
 
 
-def test_connection_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_connection_refused(tmp_path: Path, transport: str) -> None:
     """Nothing listening: connect_error, retried, then a recorded failure."""
-    report = run(tmp_path, refused_url(), ["T1"])
+    report = run(tmp_path, refused_url(), ["T1"], transport)
     failure = json.loads((tmp_path / "failed.jsonl").read_text())
     assert failure["reason"] == "retries_exhausted"
     assert "connect_error" in failure["error"]

@@ -155,6 +155,9 @@ def run(
         float | None,
         typer.Option(help="Seconds in-flight trades may take to finish after SIGINT/SIGTERM."),
     ] = None,
+    no_uvloop: Annotated[
+        bool, typer.Option("--no-uvloop", help="Run on asyncio's own event loop, not uvloop.")
+    ] = False,
     config: Annotated[
         Path | None,
         typer.Option(help="TOML config file (default: $TRADE_INGEST_CONFIG)."),
@@ -177,6 +180,7 @@ def run(
         "deadline": deadline,
         "token_file": token_file,
         "shutdown_grace": shutdown_grace,
+        "event_loop": "asyncio" if no_uvloop else None,
     }
     try:
         settings = load_settings(config, env, flags)

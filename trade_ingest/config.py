@@ -63,6 +63,10 @@ class Settings:
     ca_bundle: str = ""
     # Honour HTTP(S)_PROXY / ALL_PROXY / NO_PROXY and SSL_CERT_FILE from the environment.
     trust_env: bool = True
+    # What carries httpx's requests: "httpcore" (httpx's own) or "aiohttp" (a third of the CPU).
+    http_transport: str = "httpcore"
+    # "auto": uvloop when it is installed, else asyncio's loop; "uvloop" or "asyncio" to choose.
+    event_loop: str = "auto"
     # The environment variable holding a key for the audit log's chain (HMAC-SHA256).
     audit_key_env: str = "TRADE_INGEST_AUDIT_KEY"
 
@@ -229,6 +233,10 @@ def validate(settings: Settings) -> None:
             ) from None
     if not 0 <= settings.retry_budget <= 100:
         raise bad("retry_budget", "must be between 0 and 100 retries per request")
+    if settings.http_transport not in ("httpcore", "aiohttp"):
+        raise bad("http_transport", f"must be httpcore or aiohttp, got {settings.http_transport!r}")
+    if settings.event_loop not in ("auto", "uvloop", "asyncio"):
+        raise bad("event_loop", f"must be auto, uvloop or asyncio, got {settings.event_loop!r}")
     if not 0 <= settings.shutdown_grace <= 600:
         raise bad("shutdown_grace", "must be between 0 and 600 seconds")
     if settings.retry_budget_min < 0:

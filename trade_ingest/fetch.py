@@ -66,9 +66,28 @@ def build_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    verify = tls_verification(settings)
+    limits = httpx.Limits(
+        max_connections=settings.concurrency,
+        max_keepalive_connections=settings.concurrency,
+    )
+    transport: httpx.AsyncBaseTransport | None = None
+    trust_env = settings.trust_env
+    if settings.http_transport == "aiohttp":
+        try:
+            from trade_ingest.transport import AiohttpTransport, environment_proxy
+        except ImportError:
+            raise ConfigError(
+                "setting 'http_transport' is aiohttp, but aiohttp is not installed; "
+                "pip install 'trade-ingest[fast]', or set http_transport = \"httpcore\""
+            ) from None
+        proxy = environment_proxy(settings.base_url) if trust_env else None
+        transport = AiohttpTransport(verify=verify, limits=limits, proxy=proxy)
+        trust_env = False  # the transport was given the environment's proxy
     return httpx.AsyncClient(
-        verify=tls_verification(settings),
-        trust_env=settings.trust_env,
+        verify=verify,
+        trust_env=trust_env,
+        transport=transport,
         base_url=settings.base_url,
         headers=headers,
         timeout=httpx.Timeout(
@@ -77,10 +96,7 @@ def build_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
             write=settings.write_timeout,
             pool=settings.pool_timeout,
         ),
-        limits=httpx.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=settings.concurrency,
-        ),
+        limits=limits,
         follow_redirects=False,
     )
 

@@ -35,6 +35,7 @@ from trade_ingest.audit import AuditLog, read_chain_head, utc_rfc3339
 from trade_ingest.clock import Clock, SystemClock
 from trade_ingest.config import Settings, load_token
 from trade_ingest.errors import (
+    ConfigError,
     ExitCode,
     IngestError,
     InputNotFound,
@@ -660,6 +661,22 @@ def _refuse_reading_what_is_written(job: Job) -> None:
                 )
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when asked for, or when ``auto`` finds it installed; else asyncio's own loop."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                "setting 'event_loop' is uvloop, but uvloop is not installed; "
+                'install it or set event_loop = "auto"'
+            ) from None
+        return None
+    return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+
+
 def _previous_input(runs: list[dict[str, Any]]) -> str | None:
     """The input hash of the last run that read its input to the end."""
     for record in reversed(runs):
@@ -767,20 +784,21 @@ def run_job(
                 }
             )
         try:
-            stats, reason, error = asyncio.run(
-                _run_async(
-                    job,
-                    source,
-                    files.results,
-                    files.failures,
-                    audit,
-                    ledger,
-                    token,
-                    clock,
-                    rng,
-                    on_progress,
+            with asyncio.Runner(loop_factory=loop_factory(job.settings.event_loop)) as runner:
+                stats, reason, error = runner.run(
+                    _run_async(
+                        job,
+                        source,
+                        files.results,
+                        files.failures,
+                        audit,
+                        ledger,
+                        token,
+                        clock,
+                        rng,
+                        on_progress,
+                    )
                 )
-            )
         except IngestError as exc:
             # Seal the run even so: the chain then says how and why it ended.
             with contextlib.suppress(IngestError):

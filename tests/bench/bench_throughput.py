@@ -8,7 +8,8 @@ The simulated gateway runs in its own process, with no rate limit and no
 latency, so the client is the bottleneck. Each client runs in its own process
 too, and ``wait4`` gives its own CPU time and peak RSS. Clients: trade-ingest
 (results, failures and the hash-chained audit log written, as in production),
-trade-ingest with ``--no-uvloop``, and the plain recipes (semaphore + gather)
+trade-ingest with ``http_transport = "aiohttp"`` (``trade-ingest/aiohttp``), optionally
+with ``--no-uvloop`` (when uvloop is installed), and the plain recipes (semaphore + gather)
 on aiohttp and on httpx. Nothing leaves loopback.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PYTHON = sys.executable
-CLIENTS = ("trade-ingest", "trade-ingest --no-uvloop", "aiohttp", "httpx")
+CLIENTS = ("trade-ingest", "trade-ingest/aiohttp", "aiohttp", "httpx")
 
 
 @dataclass
@@ -65,6 +66,13 @@ def command(client: str, base_url: str, ids: Path, work: Path, concurrency: int)
             str(work / "out.jsonl"), str(concurrency)]  # fmt: skip
 
 
+def environment(client: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if client.startswith("trade-ingest/aiohttp"):
+        env["TRADE_INGEST_HTTP_TRANSPORT"] = "aiohttp"
+    return env
+
+
 def run_client(client: str, size: int, ids: Path, concurrency: int) -> Figures:
     gateway, base_url = start_gateway()
     try:
@@ -72,7 +80,9 @@ def run_client(client: str, size: int, ids: Path, concurrency: int) -> Figures:
             work = Path(directory)
             started = time.perf_counter()
             process = subprocess.Popen(
-                command(client, base_url, ids, work, concurrency), stderr=subprocess.DEVNULL
+                command(client, base_url, ids, work, concurrency),
+                stderr=subprocess.DEVNULL,
+                env=environment(client),
             )
             _, status, usage = os.wait4(process.pid, 0)
             process.returncode = os.waitstatus_to_exitcode(status)

@@ -1,0 +1,135 @@
+"""An httpx transport over aiohttp: httpx stays the client API, aiohttp moves the bytes.
+
+Measured on loopback (``tests/bench/bench_throughput.py``), httpx's own
+transport (httpcore over anyio) costs about three times the CPU a request of
+aiohttp's, and it is most of what a trade costs us. Opt in with
+``http_transport = "aiohttp"`` (``pip install 'trade-ingest[fast]'``).
+
+Every aiohttp failure is raised as the httpx exception of the same meaning,
+so ``fetch`` classifies causes the same way whichever transport runs: a server
+closing early is a protocol error (``connection_closed``), not a timeout.
+Bodies are passed on still encoded, so httpx decodes them while we count
+decoded bytes against ``max_body_bytes`` (a gzip bomb is still cut off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+import aiohttp
+import httpx
+
+_CHUNK = 64 * 1024
+
+
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's exceptions as httpx's, most specific first."""
+    try:
+        yield
+    except httpx.HTTPError:
+        raise
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise httpx.ReadTimeout(str(exc) or "read timeout", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS certificate
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+    except aiohttp.ClientResponseError as exc:  # a response aiohttp could not parse
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except (aiohttp.ClientOSError, ConnectionError) as exc:
+        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.TransportError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self._request):
+            async for chunk in self._response.content.iter_chunked(_CHUNK):
+                yield chunk
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY)."""
+    parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session, its pool sized like httpx's would be."""
+
+    def __init__(
+        self, *, verify: ssl.SSLContext | bool, limits: httpx.Limits, proxy: str | None
+    ) -> None:
+        self._verify = verify
+        self._limits = limits
+        # Chosen once for the run: aiohttp's trust_env would look the environment up
+        # again on a thread for every request (two thread hops a request).
+        self._proxy = proxy
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                keepalive_timeout=self._limits.keepalive_expiry or 5.0,
+                ssl=self._verify,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                proxy=self._proxy,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+            # aiohttp counts waiting for a pooled connection in ``connect``.
+            connect=(timeouts.get("pool") or 0) + (timeouts.get("connect") or 0) or None,
+        )
+        session = self._open()
+        with _as_httpx_errors(request):
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=list(request.headers.multi_items()),
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=timeout,
+                compress=None,
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=list(response.raw_headers),
+            stream=_Body(response, request),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode(),
+            },
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
