@@ -21,7 +21,9 @@ the end of each run is the outside copy to check against.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -51,11 +53,16 @@ _QUERY_VALUE = re.compile(r"=[^&;]*")
 REDACTED = "***"
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def utc_rfc3339(epoch: float, digits: int = 6) -> str:
     """``2026-11-28T20:32:55.123456Z``: UTC, fixed width, sortable as text."""
-    moment = datetime.fromtimestamp(epoch, UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return text[: len(text) - (6 - digits)] + "Z" if digits < 6 else text + "Z"
+    micros = round(epoch * 1_000_000)
+    second, fraction = divmod(micros, 1_000_000)
+    return f"{_utc_second(second)}.{fraction:06d}"[: 20 + digits] + "Z"
 
 
 class Redactor:
@@ -63,24 +70,38 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets = [s for s in secrets if s]
+        # The same few keys come by every event: decide each once.
+        self._secret_key: dict[str, bool] = {}
+
+    def _is_secret_key(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        known = self._secret_key.get(key)
+        if known is None:
+            known = bool(_SECRET_KEYS.match(key))
+            if len(self._secret_key) < 10_000:
+                self._secret_key[key] = known
+        return known
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self._secrets:
-                value = value.replace(secret, REDACTED)
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
             value = _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, value)
-            value = _URL_QUERY.sub(
-                lambda m: m.group(1) + _QUERY_VALUE.sub("=" + REDACTED, m.group(2)), value
-            )
-            return _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", value)
+            if "://" in value:
+                value = _URL_QUERY.sub(
+                    lambda m: m.group(1) + _QUERY_VALUE.sub("=" + REDACTED, m.group(2)), value
+                )
+                value = _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", value)
+            return value
         if isinstance(value, dict):
             return {
-                k: REDACTED if isinstance(k, str) and _SECRET_KEYS.match(k) else self.scrub(v)
-                for k, v in value.items()
+                k: REDACTED if self._is_secret_key(k) else self.scrub(v) for k, v in value.items()
             }
         if isinstance(value, list | tuple):
             # A header as a (name, value) pair: the name says whether the value is secret.
-            if len(value) == 2 and isinstance(value[0], str) and _SECRET_KEYS.match(value[0]):
+            if len(value) == 2 and self._is_secret_key(value[0]):
                 return [value[0], REDACTED]
             return [self.scrub(v) for v in value]
         return value
@@ -201,8 +222,30 @@ class HashChain:
         return body[:-1] + ',"hash":"' + digest + '"}'
 
 
+class _HeldLines:
+    """structlog's logger for us: rendered events wait here until ``flush`` writes them
+    with one call, so a trade costs no write of its own (the pipeline flushes every
+    few milliseconds, and always before the results they describe)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.lines: list[str] = []
+
+    def msg(self, message: str) -> None:
+        self.lines.append(message)
+
+    info = msg
+
+    def flush(self) -> None:
+        if self.lines:
+            text = "\n".join(self.lines) + "\n"
+            self.lines.clear()
+            self._stream.write(text)
+        self._stream.flush()
+
+
 class AuditLog:
-    """Writes audit events as hash-chained JSON lines to ``stream``."""
+    """Writes audit events as hash-chained JSON lines to ``stream``; ``flush`` writes them."""
 
     def __init__(
         self,
@@ -213,15 +256,20 @@ class AuditLog:
         *,
         start: ChainHead | None = None,
         key: bytes | None = None,
+        hold: bool = False,
     ) -> None:
+        """``hold``: keep rendered events until ``flush`` (the pipeline flushes them in
+        batches); otherwise each event is written as it is emitted."""
         self.batch_id = batch_id
         self.hash_alg = "sha256" if key is None else "hmac-sha256"
         self._stream = stream
         self.chain = HashChain(start or ChainHead(), key)
         self.redactor = Redactor(secrets)
         self.first_seq = self.chain.next_seq
+        self._held = _HeldLines(stream)
+        self._hold = hold
         self._logger = structlog.wrap_logger(
-            structlog.WriteLogger(stream),
+            self._held,
             processors=[CoreFields(batch_id, clock), self.redactor, self.chain],
             wrapper_class=structlog.BoundLogger,
             context_class=dict,
@@ -238,20 +286,33 @@ class AuditLog:
         return self.chain.next_seq - self.first_seq
 
     def emit(self, event: str, **fields: Any) -> None:
+        self._logger.info(event, **fields)
+        if not self._hold:
+            self.flush()
+
+    @property
+    def held(self) -> int:
+        """Events rendered but not yet written."""
+        return len(self._held.lines)
+
+    def flush(self) -> None:
+        """Write every held event (one write), before anything that depends on them."""
         try:
-            self._logger.info(event, **fields)
+            self._held.flush()
         except OSError as exc:
             raise OutputWriteError(_write_failed(exc)) from None
 
     def sync(self) -> None:
-        """Flush the log to the disk, so the run's last word survives a power cut."""
+        """Write and fsync the log, so the run's last word survives a power cut."""
+        self.flush()
         try:
-            self._stream.flush()
             os.fsync(self._stream.fileno())
         except OSError as exc:
             raise OutputWriteError(_write_failed(exc)) from None
 
     def close(self) -> None:
+        with contextlib.suppress(OutputWriteError):
+            self.flush()
         self._stream.close()
 
 

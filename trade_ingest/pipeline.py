@@ -75,6 +75,11 @@ from trade_ingest.stats import RunStats
 # records or this many seconds, whichever comes first, and at the end.
 COMMIT_EVERY_LINES = 1000
 COMMIT_INTERVAL_SECONDS = 1.0
+# Result lines and audit events are written in batches (audit first, then results, so
+# the log always describes a result before it exists): after this many held results
+# or this many seconds. A SIGKILL loses at most that much, which the next run fetches.
+FLUSH_EVERY_LINES = 256
+FLUSH_INTERVAL_SECONDS = 0.05
 LOCK_POLL_SECONDS = 0.25
 _READ_SIZE = 64 * 1024
 _CHUNKS_IN_FLIGHT = 4
@@ -234,6 +239,8 @@ class Batch:
         self._uncommitted = 0
         self._committed_at = clock.monotonic()
         self._commit_task: asyncio.Task[None] | None = None
+        self._held_ids: list[str] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._results = results
         self._failures = failures
         self._audit = audit
@@ -262,7 +269,40 @@ class Batch:
         except OutputWriteError as exc:
             self.stop.set("write_error", exc)
             raise
-        self._uncommitted += 1
+        self._written(1)
+
+    def flush(self) -> None:
+        """Write the held audit events, then the held results; count results once written.
+
+        If either write fails, the held results are not in the file (a failed write is
+        cut back) and their trades are recorded as pending.
+        """
+        try:
+            self._audit.flush()
+            written = self._results.flush()
+        except (OutputClosed, OutputWriteError) as exc:
+            reason = "output_closed" if isinstance(exc, OutputClosed) else "write_error"
+            self.stop.set(reason, exc)
+            self._results.discard()
+            lost, self._held_ids = self._held_ids, []
+            for trade_id in lost:
+                self._record_pending(trade_id)
+            return
+        if written:
+            self._held_ids.clear()
+            self.stats.ingested += written
+            self._written(written)
+            if self._on_progress is not None:
+                self._on_progress(self.stats)
+
+    def _tick(self) -> None:
+        self.flush()
+        self._flush_timer = asyncio.get_running_loop().call_later(
+            FLUSH_INTERVAL_SECONDS, self._tick
+        )
+
+    def _written(self, lines: int) -> None:
+        self._uncommitted += lines
         if self._commit_task is None and (
             self._uncommitted >= COMMIT_EVERY_LINES
             or self._clock.monotonic() - self._committed_at >= COMMIT_INTERVAL_SECONDS
@@ -286,6 +326,7 @@ class Batch:
 
     async def _commit_later(self) -> None:
         """fsync on a thread, so the loop keeps serving; then the audit log says committed."""
+        self.flush()
         results = (self._results.lines, self._results.offset, self._results.digest.hexdigest())
         failures = self._failures.lines
         self._uncommitted = 0
@@ -300,6 +341,7 @@ class Batch:
 
     def commit(self) -> None:
         """The final commit: everything written is on disk before the run reports it."""
+        self.flush()
         self._sync_files()
         self._uncommitted = 0
         results = (self._results.lines, self._results.offset, self._results.digest.hexdigest())
@@ -324,30 +366,33 @@ class Batch:
             )
 
     def _record(self, outcome: Fetched | Failed) -> None:
+        """A result is held for the next flush; a failure is written at once."""
         batch_id = self.job.batch_id
         if isinstance(outcome, Fetched):
             line = result_line(
                 outcome.trade_id, batch_id, outcome.fetched_at, outcome.attempts, outcome.body
             )
-            self._write(self._results, line)
-            self.stats.ingested += 1
+            self._results.buffer(line)
+            self._held_ids.append(outcome.trade_id)
+            if self._results.buffered >= FLUSH_EVERY_LINES:
+                self.flush()
+            return
+        line = failure_line(
+            outcome.trade_id,
+            batch_id,
+            self._clock.wall(),
+            reason=outcome.reason,
+            status=outcome.status,
+            attempts=outcome.attempts,
+            # The gateway's own words can carry a reflected secret: same redaction as the log.
+            error=self._audit.redactor.scrub(outcome.error),
+        )
+        self._write(self._failures, line)
+        self.stats.failures_by_reason[outcome.reason] += 1
+        if outcome.reason in DEFERRING_REASONS:
+            self.stats.deferred += 1
         else:
-            line = failure_line(
-                outcome.trade_id,
-                batch_id,
-                self._clock.wall(),
-                reason=outcome.reason,
-                status=outcome.status,
-                attempts=outcome.attempts,
-                # The gateway's own words can carry a reflected secret: same redaction as the log.
-                error=self._audit.redactor.scrub(outcome.error),
-            )
-            self._write(self._failures, line)
-            self.stats.failures_by_reason[outcome.reason] += 1
-            if outcome.reason in DEFERRING_REASONS:
-                self.stats.deferred += 1
-            else:
-                self.stats.failed += 1
+            self.stats.failed += 1
         if self._on_progress is not None:
             self._on_progress(self.stats)
 
@@ -439,6 +484,7 @@ class Batch:
             asyncio.create_task(self._work_loop()) for _ in range(self.job.settings.concurrency)
         ]
         stopping: asyncio.Future[Any] = asyncio.create_task(self.stop.event.wait())
+        self._tick()
         try:
             done_waiting: asyncio.Future[Any] = asyncio.gather(producer, *workers)
             await asyncio.wait({done_waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -458,6 +504,9 @@ class Batch:
         finally:
             feed.close()
             stopping.cancel()
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            self.flush()
             if self._commit_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._commit_task
@@ -558,11 +607,15 @@ class _Outputs:
     failures: JsonlWriter | None = None
     audit_stream: TextIO | None = None
     lock: OutputLock | None = None
+    audit: AuditLog | None = None
 
     def close(self) -> None:
         for writer in (self.results, self.failures):
             if writer is not None:
                 writer.close()
+        if self.audit is not None:
+            with contextlib.suppress(IngestError):
+                self.audit.flush()
         if self.audit_stream is not None:
             with contextlib.suppress(OSError):
                 self.audit_stream.close()
@@ -642,8 +695,10 @@ async def _run_async(
 
 def _on_signal(batch: Batch, reason: str) -> None:
     if batch.stop.is_set and batch.stop.reason in ("interrupted", "terminated"):
-        # A second signal: stop waiting for in-flight trades. Each line is one
-        # write made between two steps of the loop, so none is left torn.
+        # A second signal: stop waiting for in-flight trades, but write what is held
+        # first. Each write is whole lines, made between two steps of the loop, so
+        # none is left torn.
+        batch.flush()
         os._exit(ExitCode.INTERRUPTED if reason == "interrupted" else ExitCode.TERMINATED)
     batch.stop.set(reason)
 
@@ -735,7 +790,9 @@ def run_job(
             secrets=[s for s in (token, audit_key and audit_key.decode()) if s],
             start=chain_start,
             key=audit_key,
+            hold=True,
         )
+        files.audit = audit
         input_name = str(job.input_path) if job.input_path else "-"
         audit.emit(
             "batch.started",

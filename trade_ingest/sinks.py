@@ -47,6 +47,7 @@ class JsonlWriter:
         self.digest = hashlib.sha256()
         self.created = False
         self._handle: BinaryIO | None = None
+        self._buffered: list[bytes] = []
         if not lazy:
             self._open()
 
@@ -66,7 +67,29 @@ class JsonlWriter:
                     ) from None
         return self._handle
 
-    def write(self, line: bytes) -> None:
+    def buffer(self, line: bytes) -> None:
+        """Hold a whole line for the next ``flush``, which writes all held lines at once."""
+        self._buffered.append(line)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffered)
+
+    def discard(self) -> None:
+        """Drop the held lines (their trades are recorded as pending instead)."""
+        self._buffered = []
+
+    def flush(self) -> int:
+        """Write the held lines with one append; returns how many. On failure none of
+        them stays in the file (see ``write``) and they are dropped from the buffer."""
+        if not self._buffered:
+            return 0
+        lines, self._buffered = self._buffered, []
+        data = b"".join(lines)
+        self.write(data, count=len(lines))
+        return len(lines)
+
+    def write(self, line: bytes, count: int = 1) -> None:
         handle = self._open()
         try:
             view = memoryview(line)
@@ -86,7 +109,7 @@ class JsonlWriter:
             raise OutputWriteError(
                 f"writing {self.what} to {where} failed: {exc.strerror}{hint}"
             ) from None
-        self.lines += 1
+        self.lines += count
         self.offset += len(line)
         self.digest.update(line)
 
