@@ -5,8 +5,16 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from trade_ingest.clock import FakeClock
+
+# No per-example deadline and no "too slow" health check: on a shared 2-core machine
+# a slow example is the machine, not a bug, and a test must not fail for it.
+settings.register_profile(
+    "trade-ingest", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("trade-ingest")
 
 
 class FixedRandom(random.Random):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from trade_ingest.errors import InputNotFound
+from trade_ingest.idstore import IdStore
 
 _BOM = b"\xef\xbb\xbf"
 # Most trade IDs are plain ASCII: check those with one regex, not per character.
@@ -124,7 +125,7 @@ class IdParser:
     def __init__(self, rules: IdRules) -> None:
         self.rules = rules
         self.max_line_bytes = rules.max_length * 4 + 64
-        self._first_seen: dict[str, int] = {}
+        self._first_seen = IdStore()
         self._line = 0
 
     def parse(self, raw: bytes, cut: bool) -> TradeId | InvalidId | DuplicateId | None:

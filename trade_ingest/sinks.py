@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from trade_ingest.audit import utc_rfc3339
 from trade_ingest.errors import ExitCode, IngestError, OutputError, OutputWriteError
+from trade_ingest.idstore import IdStore
 
 
 class OutputClosed(Exception):
@@ -228,7 +229,7 @@ class Ledger:
     """Trade IDs already in the results file: a re-run skips them, whatever the input order."""
 
     path: Path
-    trade_ids: set[str] = field(default_factory=set)
+    trade_ids: IdStore = field(default_factory=IdStore)
     lines: int = 0
     size: int = 0
     last_batch_id: str | None = None
