@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from trade_ingest.simulator import GatewayConfig, SimulatedGateway
+from trade_ingest.verify import verify_audit, verify_results
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +89,12 @@ def assert_exactly_once(tmp_path: Path, last_run: int) -> None:
     assert set(failed.values()) <= {"http_404"}
     assert set(ingested) | set(failed) == set(TRADES)
     assert not set(ingested) & set(failed)
+    # The audit chain survived every kill, and it accounts for every result line.
+    with (tmp_path / "audit.jsonl").open("rb") as log:
+        verdict = verify_audit(log, name="audit.jsonl")
+    with (tmp_path / "trades.jsonl").open("rb") as results:
+        verify_results(verdict, results, name="trades.jsonl")
+    assert verdict.ok, verdict.errors
 
 
 def _kill_at_a_random_moment(
