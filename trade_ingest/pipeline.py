@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import os
 import random
 import secrets
@@ -721,7 +722,7 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if choice == "asyncio":
         return None
     try:
-        import uvloop
+        uvloop = importlib.import_module("uvloop")  # optional: not a dependency
     except ImportError:
         if choice == "uvloop":
             raise ConfigError(
