@@ -120,3 +120,20 @@ def test_token_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="chmod 600") as caught:
         load_token(Settings(token_file=str(token_file)), {})
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncio's loop on request; auto falls back when uvloop is missing; uvloop insists."""
+    import sys
+
+    from trade_ingest.pipeline import loop_factory
+
+    assert loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    assert loop_factory("auto") is None
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        loop_factory("uvloop")
+    with pytest.raises(ConfigError, match="event_loop"):
+        load_settings(None, {"TRADE_INGEST_EVENT_LOOP": "trio"}, {})
+    with pytest.raises(ConfigError, match="http_transport"):
+        load_settings(None, {"TRADE_INGEST_HTTP_TRANSPORT": "curl"}, {})
