@@ -15,9 +15,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-# IDs kept in RAM before they move to disk; about 6 MB at typical ID lengths.
-DEFAULT_MEMORY_LIMIT = 50_000
-_CACHE_KIB = 4096
+# IDs kept in RAM before they move to disk; about 2.5 MB at typical ID lengths.
+DEFAULT_MEMORY_LIMIT = 20_000
+_CACHE_KIB = 2048
 
 
 class IdStore:
