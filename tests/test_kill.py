@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -150,7 +151,9 @@ def test_sigterm_loses_nothing_in_flight(tmp_path: Path) -> None:
     """SIGTERM: exit 143; every trade the run tried is a result or a recorded failure/pending."""
     rng = random.Random(7)
     terminated = 0
-    with SimulatedGateway.in_thread(GATEWAY) as gateway:
+    # Slow enough (30 ms a request) that a run is still going when the signal comes.
+    slow = replace(GATEWAY, latency_ms=30)
+    with SimulatedGateway.in_thread(slow) as gateway:
         run = 0
         for run in range(3):
             before = gateway.stats.requests

@@ -691,7 +691,33 @@ async def _run_async(
         finally:
             for signum in handled:
                 loop.remove_signal_handler(signum)
+                # What is left (seal the audit log, the manifest) takes milliseconds: a
+                # signal now lets it finish; a second one exits at once.
+                signal.signal(signum, _after_the_batch)
         return batch.stats, batch.stop.reason or "completed", batch.stop.error
+
+
+_late_signals: list[int] = []
+
+
+class _SignalRestorer:
+    """Puts back the SIGINT/SIGTERM handlers a run found, when it ends."""
+
+    def __init__(self) -> None:
+        _late_signals.clear()
+        self._handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self._handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def __call__(self) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+
+
+def _after_the_batch(signum: int, frame: object) -> None:
+    if _late_signals:
+        os._exit(ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED)
+    _late_signals.append(signum)
 
 
 def _on_signal(batch: Batch, reason: str) -> None:
@@ -763,6 +789,7 @@ def run_job(
     if job.retry_failed:
         source = RetryableFailures(reader, str(job.input_path or "stdin"))
     files = _Outputs()
+    restore_signals = _SignalRestorer()
     ledger: Ledger | None = None
     manifest: Manifest | None = None
     runs: list[dict[str, Any]] = []
@@ -926,3 +953,4 @@ def run_job(
         if job.input_path is not None:
             raw_source.close()
         files.close()
+        restore_signals()
