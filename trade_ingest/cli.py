@@ -338,6 +338,12 @@ def demo(
     )
     console.print(f"  files in {directory}")
     console.print(
+        f"  then try: trade-ingest report {directory / 'audit.jsonl'}\n"
+        f"            trade-ingest audit verify {directory / 'audit.jsonl'} "
+        f"--results {directory / 'trades.jsonl'}",
+        markup=False,
+    )
+    console.print(
         "  (the demo asks for unknown and malformed IDs on purpose, so some trades fail; "
         "the demo itself succeeded when nothing is left pending)"
     )
