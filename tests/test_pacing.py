@@ -81,6 +81,7 @@ from trade_ingest.pacing import (  # noqa: E402
     RetryBudget,
     parse_duration,
     parse_rate,
+    window_from_reset,
 )
 from trade_ingest.policy import Quota  # noqa: E402
 
@@ -238,3 +239,12 @@ def test_retry_budget() -> None:
         budget.retries += 1
         allowed += 1
     assert allowed == 4
+
+
+@pytest.mark.parametrize(
+    ("reset", "window"),
+    [(2.0, 2.0), (1.0, 1.0), (60.0, 60.0), (2.3, 2.0), (2.999, 2.0), (0.4, None), (0.0, None)],
+)
+def test_window_from_reset(reset: float, window: float | None) -> None:
+    """A whole-second reset is the window; an epoch read finely runs up to a second over."""
+    assert window_from_reset(reset) == window

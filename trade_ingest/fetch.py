@@ -26,6 +26,7 @@ from trade_ingest.policy import (
     GiveUp,
     Retry,
     RetryPolicy,
+    ServerClock,
     classify_status,
     decide,
     parse_quota,
@@ -157,6 +158,7 @@ class TradeFetcher:
         self._rng = rng
         self._audit = audit
         self._stats = stats
+        self.server_clock = ServerClock()
 
     async def _attempt(self, trade_id: str) -> _Attempt:
         headers = {"Idempotency-Key": idempotency_key(trade_id)}
@@ -277,13 +279,13 @@ class TradeFetcher:
             attempt += 1
             if attempt == 1:
                 self._budget.first_attempts += 1
-            started = clock.monotonic()
+            started, sent_wall = clock.monotonic(), clock.wall()
             pacer.in_flight += 1
             try:
                 result = await self._attempt(trade_id)
             finally:
                 pacer.in_flight -= 1
-            self._observe(trade_id, attempt, result, started)
+            self._observe(trade_id, attempt, result, started, sent_wall)
             if result.cause is None:
                 self._audit.emit(
                     "trade.fetched", trade_id=trade_id, attempt=attempt, status=result.status
@@ -307,7 +309,9 @@ class TradeFetcher:
             else:
                 await clock.sleep(decision.delay)
 
-    def _observe(self, trade_id: str, attempt: int, result: _Attempt, started: float) -> None:
+    def _observe(
+        self, trade_id: str, attempt: int, result: _Attempt, started: float, sent_wall: float
+    ) -> None:
         """Record an attempt, and let the pacer learn from its status and quota headers."""
         clock, pacer, stats = self._clock, self.pacer, self._stats
         now = clock.monotonic()
@@ -328,7 +332,11 @@ class TradeFetcher:
             **({"error": result.error} if result.error else {}),
         )
         if result.status is not None:
-            quota = parse_quota(result.headers, clock.wall())
+            wall = clock.wall()
+            self.server_clock = self.server_clock.observe(
+                result.headers.get("date"), sent_wall, wall
+            )
+            quota = parse_quota(result.headers, wall, self.server_clock.earliest(wall))
             if quota is not None:
                 learned, pause = pacer.on_quota(now, quota)
                 self._pace(learned)

@@ -159,6 +159,16 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def window_from_reset(reset: float) -> float | None:
+    """The window a reset suggests: resets run up to a second long (rounded up, or an
+    epoch second read against a finer clock), so a whole number is taken as it is and
+    a fraction is rounded down; None below a second."""
+    whole = round(reset)
+    if abs(reset - whole) < 1e-6:
+        return float(whole) if whole >= 1 else None
+    return float(math.floor(reset)) if reset >= 1 else None
+
+
 class Pacer:
     """The batch's send rate: from a configured limit, the quota headers, or learned from 429s.
 
@@ -304,9 +314,9 @@ class Pacer:
             self._last_remaining = quota.remaining
             self.credit = max(0, quota.remaining - self.in_flight - 1)
         if quota.reset is not None and quota.window is None:
-            seen = math.ceil(quota.reset)
-            if self.window_estimate is None or seen > self.window_estimate:
-                self.window_estimate = float(seen)
+            seen = window_from_reset(quota.reset)
+            if seen is not None and (self.window_estimate is None or seen > self.window_estimate):
+                self.window_estimate = seen
         window = quota.window or self.window_estimate
         rate: float | None = None
         if quota.limit and window:
