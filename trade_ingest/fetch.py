@@ -240,8 +240,10 @@ class TradeFetcher:
             if slot <= now:
                 return None
             if self.past_deadline(slot):
+                pacer.cancel(slot)
                 return self._deadline_give_up(trade_id, attempt)
             if slot - now > self._policy.max_wait:
+                pacer.cancel(slot)
                 detail = (
                     f"the gateway's rate allows the next request in {slot - now:.0f}s, over "
                     f"max_wait {self._policy.max_wait:g}s; run again later"
@@ -250,15 +252,23 @@ class TradeFetcher:
             await clock.sleep(slot - now)
             if gate.wait_needed(clock.monotonic()) <= 0:
                 return None
+            pacer.cancel(slot)
 
     def _pace(self, event: PacingEvent | None) -> None:
         if event is not None:
             self._audit.emit(event.name, **event.fields)
 
     def _pause_batch(
-        self, trade_id: str, attempt: int, delay: float, source: str, **fields: object
+        self,
+        trade_id: str,
+        attempt: int,
+        delay: float,
+        source: str,
+        *,
+        spread: bool = True,
+        **fields: object,
     ) -> None:
-        if self._gate.pause(self._clock.monotonic(), delay):
+        if self._gate.pause(self._clock.monotonic(), delay, spread=spread):
             self._audit.emit(
                 "batch.paused",
                 trade_id=trade_id,
@@ -338,11 +348,17 @@ class TradeFetcher:
             )
             quota = parse_quota(result.headers, wall, self.server_clock.earliest(wall))
             if quota is not None:
-                learned, pause = pacer.on_quota(now, quota)
+                learned, pause = pacer.on_quota(now, quota, started)
                 self._pace(learned)
                 if pause is not None:
+                    # The quota comes back at the reset: the batch resumes together.
                     self._pause_batch(
-                        trade_id, attempt, pause, "quota_exhausted", remaining=quota.remaining
+                        trade_id,
+                        attempt,
+                        pause,
+                        "quota_exhausted",
+                        spread=result.cause is Cause.RATE_LIMITED,
+                        remaining=quota.remaining,
                     )
         if result.cause is Cause.RATE_LIMITED:
             return  # told to the pacer in _decide, with the pause the policy chose
