@@ -77,10 +77,14 @@ async def test_every_worker_holds_until_the_pause_ends() -> None:
 
 from trade_ingest.pacing import (  # noqa: E402
     HEADER_MARGIN,
+    WINDOW_GUARD,
+    WINDOW_SLACK,
     Pacer,
+    PacingEvent,
     RetryBudget,
     parse_duration,
     parse_rate,
+    window_from_reset,
 )
 from trade_ingest.policy import Quota  # noqa: E402
 
@@ -238,3 +242,135 @@ def test_retry_budget() -> None:
         budget.retries += 1
         allowed += 1
     assert allowed == 4
+
+
+# --- the window log: a stated policy is kept per window, not spread thin ----------
+
+WINDOW_SPAN = (1.0 + WINDOW_SLACK) + WINDOW_GUARD  # the span of a 1 s window
+
+
+def test_stated_window_spends_the_quota_at_once_then_waits_for_the_oldest() -> None:
+    """q=4;w=1: the first answer leaves 3; they go at once, the fifth when the first ages."""
+    pacer = Pacer()
+    assert pacer.reserve(10.0) == 10.0  # alone, before anything is known
+    pacer.on_quota(10.02, Quota(limit=4, remaining=3, reset=1.0, window=1.0), sent_at=10.0)
+    assert slots(pacer, 10.02, 4) == pytest.approx([10.02, 10.02, 10.02, 10.0 + WINDOW_SPAN])
+
+
+def test_others_usage_reported_by_the_gateway_is_logged() -> None:
+    """The gateway counts more than we sent: the difference is logged as sent now."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.02, Quota(limit=10, remaining=2, reset=1.0, window=1.0), sent_at=0.0)
+    taken = slots(pacer, 0.02, 3)
+    assert taken[:2] == [0.02, 0.02]
+    assert taken[2] == pytest.approx(WINDOW_SPAN)
+
+
+def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
+    """Quota forgotten while young marks a fixed window; spent, it pauses until the reset
+    (when that comes before the log frees a slot) and then the whole quota is free at once."""
+    pacer = Pacer()
+    pacer.reserve(0.3)
+    pacer.on_quota(0.31, Quota(limit=4, remaining=3, reset=1.0, window=1.0), sent_at=0.3)
+    assert slots(pacer, 0.31, 3) == [0.31] * 3
+    # The window turns at 0.5; the log alone would wait for 0.3 + span.
+    assert pacer.reserve(0.6) == pytest.approx(0.3 + WINDOW_SPAN)
+    pacer.cancel(0.3 + WINDOW_SPAN)
+    assert pacer.reserve(0.6) == pytest.approx(0.3 + WINDOW_SPAN)
+    # Suppose that one had gone at 0.55: its answer counts only itself.
+    pacer._log[-1] = 0.55
+    event, _ = pacer.on_quota(0.58, Quota(4, 3, 1.0, 1.0), sent_at=0.55)
+    assert pacer.lumpy
+    assert event == PacingEvent(
+        "pacing.window_learned", {"kind": "fixed", "limit": 4, "window_s": 1.0}
+    )
+    assert slots(pacer, 0.6, 3) == [0.6, 0.6, 0.6]
+    # Spent; the next turn (a fractional reset) comes before the log would free a slot.
+    event, pause = pacer.on_quota(0.62, Quota(limit=4, remaining=0, reset=0.88, window=1.0), 0.6)
+    assert pause == pytest.approx(0.88)
+    assert event is None or event.fields["reason"] == "quota_exhausted"
+    assert slots(pacer, 1.5, 4) == [1.5] * 4
+
+
+def test_a_reset_sooner_than_the_log_is_probed_with_one_request() -> None:
+    """Spent, with the gateway saying quota is back sooner than the log frees a slot:
+    one request at the reset, the rest wait for the log."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=2, remaining=1, reset=2.0, window=2.0), sent_at=0.0)
+    assert pacer.reserve(0.01) == 0.01
+    pacer.on_quota(0.03, Quota(limit=2, remaining=0, reset=1.0, window=2.0), sent_at=0.01)
+    assert pacer.reserve(0.03) == pytest.approx(1.03)
+    assert pacer.reserve(0.03) > 2.0
+
+
+def _honest(kind: str, limit: int, window: float, sent: list[float], at: float) -> Quota:
+    """What a sliding log or a fixed window gateway reports for a request admitted ``at``."""
+    if kind == "sliding":
+        inside = sorted(t for t in sent if at - window < t <= at)
+        reset = inside[0] + window - at if len(inside) >= limit else window
+    else:
+        start = math.floor(at / window) * window
+        inside = [t for t in sent if start <= t <= at]
+        reset = start + window - at
+    return Quota(limit, max(0, limit - len(inside)), math.ceil(reset), window)
+
+
+@given(
+    st.sampled_from(["sliding", "fixed"]),
+    st.integers(1, 12),
+    st.sampled_from([0.5, 1.0, 2.0, 7.0]),
+    st.lists(
+        st.tuples(st.floats(0, 1.5, allow_nan=False), st.floats(0, 0.004), st.booleans()),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_window_log_never_overfills_the_stated_window(
+    kind: str, limit: int, window: float, steps: list[tuple[float, float, bool]]
+) -> None:
+    """Against an honest gateway (answers within the guard), no window of the gateway's
+    ever holds more than its quota, pauses included, whatever the timing."""
+    pacer = Pacer()
+    now, sent, answered = 0.0, [], False
+    for gap, delay, report in steps:
+        now += gap
+        slot = pacer.reserve(now)
+        if slot is None:
+            continue
+        now = max(now, slot)
+        sent.append(slot)
+        if report or not answered:
+            answered = True
+            quota = _honest(kind, limit, window, sent, slot)
+            _, pause = pacer.on_quota(slot + delay, quota, sent_at=slot)
+            now = max(now, slot + delay + (pause or 0.0))
+    for moment in sent:
+        if kind == "sliding":
+            assert sum(1 for t in sent if moment - window < t <= moment) <= limit
+        else:
+            start = math.floor(moment / window) * window
+            assert sum(1 for t in sent if start <= t < start + window) <= limit
+
+
+@pytest.mark.parametrize(
+    ("reset", "window"),
+    [(2.0, 2.0), (1.0, 1.0), (60.0, 60.0), (2.3, 2.0), (2.999, 2.0), (0.4, None), (0.0, None)],
+)
+def test_window_from_reset(reset: float, window: float | None) -> None:
+    """A whole-second reset is the window; an epoch read finely runs up to a second over."""
+    assert window_from_reset(reset) == window
+
+
+@pytest.mark.anyio
+async def test_a_quota_pause_releases_everyone_together() -> None:
+    """A pause for a spent quota (spread=False) has no release jitter; a throttle's has,
+    and it wins when both are in force."""
+    clock = FakeClock()
+    gate = RateGate(clock, FixedRandom(1.0), release_jitter=0.25)
+    gate.pause(clock.monotonic(), 1.0, spread=False)
+    assert await gate.wait_turn() == pytest.approx(1.0)
+    gate.pause(clock.monotonic(), 1.0, spread=False)
+    gate.pause(clock.monotonic(), 0.5)  # a throttle inside the quota pause
+    assert await gate.wait_turn() == pytest.approx(1.25)

@@ -15,12 +15,15 @@ from tests.conftest import FixedRandom
 from trade_ingest.policy import (
     Cause,
     GiveUp,
+    Quota,
     Retry,
     RetryPolicy,
+    ServerClock,
     WaitHint,
     classify_status,
     decide,
     parse_http_date,
+    parse_quota,
     parse_ratelimit_reset,
     parse_retry_after,
     server_now,
@@ -265,3 +268,66 @@ def test_backoff_stays_in_bounds(retry_number: int, seed: int) -> None:
     wait = POLICY.backoff(retry_number, random.Random(seed))
     ceiling = min(POLICY.backoff_max, POLICY.backoff_base * 2 ** min(retry_number - 1, 62))
     assert 0.0 <= wait <= ceiling
+
+
+def _date(epoch: float) -> str:
+    return format_datetime(datetime.fromtimestamp(int(epoch), UTC), usegmt=True)
+
+
+def test_server_clock_narrows_to_the_true_offset() -> None:
+    """Dates stamped on either side of a second's turn pin the offset down; one response
+    alone only bounds it within a second (read at its low end: never later than true)."""
+    offset = 300.25  # the server's clock is ahead by this much
+    clock = ServerClock()
+    assert clock.earliest(NOW) is None
+    sent = NOW + 0.70  # stamped at server time NOW + 300.96: the Date says NOW + 300
+    clock = clock.observe(_date(sent + offset + 0.01), sent, sent + 0.02)
+    assert clock.earliest(NOW) == pytest.approx(NOW + offset - 0.97, abs=1e-6)
+    sent = NOW + 0.76  # stamped at server time NOW + 301.02: the Date says NOW + 301
+    clock = clock.observe(_date(sent + offset + 0.01), sent, sent + 0.02)
+    assert clock.low == pytest.approx(offset - 0.03, abs=1e-6)
+    assert clock.high == pytest.approx(offset + 0.05, abs=1e-6)
+
+
+def test_server_clock_starts_again_when_a_clock_is_set() -> None:
+    """Bounds that no longer meet mean a clock was set: the latest response wins."""
+    clock = ServerClock().observe(_date(NOW), NOW, NOW + 0.01)
+    clock = clock.observe(_date(NOW + 3600), NOW + 1, NOW + 1.01)
+    assert clock.low == pytest.approx(3600 - 1.01, abs=1e-6)
+    assert ServerClock().observe("garbage", NOW, NOW) == ServerClock()
+
+
+def test_epoch_reset_read_against_the_server_clock() -> None:
+    """An epoch reset is read against the tracked clock when given, else the Date."""
+    headers = httpx.Headers(
+        {"Date": _date(NOW), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) + 2)}
+    )
+    assert parse_quota(headers, NOW + 5) == Quota(None, 0, 2.0, None)
+    assert parse_quota(headers, NOW + 5, server_time=NOW + 0.6) == Quota(
+        None, 0, pytest.approx(1.4), None
+    )
+
+
+@given(
+    st.floats(-1e5, 1e5, allow_nan=False),
+    st.lists(
+        st.tuples(st.floats(0, 1e4, allow_nan=False), st.floats(0, 2, allow_nan=False)),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_server_clock_bounds_always_hold_the_true_offset(
+    offset: float, exchanges: list[tuple[float, float]]
+) -> None:
+    """With a fixed true offset, the bounds always contain it and the earliest reading
+    is never later than the server's clock."""
+    clock = ServerClock()
+    for sent, round_trip in exchanges:
+        sent_wall = NOW + sent
+        clock = clock.observe(
+            _date(sent_wall + round_trip / 2 + offset), sent_wall, sent_wall + round_trip
+        )
+    assert clock.low - 1e-6 <= offset <= clock.high + 1e-6
+    earliest = clock.earliest(NOW)
+    assert earliest is not None
+    assert earliest <= NOW + offset + 1e-6

@@ -28,6 +28,7 @@ from trade_ingest.policy import (
     GiveUp,
     Retry,
     RetryPolicy,
+    ServerClock,
     classify_status,
     decide,
     parse_quota,
@@ -187,6 +188,7 @@ class TradeFetcher:
         self._rng = rng
         self._audit = audit
         self._stats = stats
+        self.server_clock = ServerClock()
 
     async def _attempt(self, trade_id: str) -> _Attempt:
         headers = {"Idempotency-Key": idempotency_key(trade_id)}
@@ -268,8 +270,10 @@ class TradeFetcher:
             if slot <= now:
                 return None
             if self.past_deadline(slot):
+                pacer.cancel(slot)
                 return self._deadline_give_up(trade_id, attempt)
             if slot - now > self._policy.max_wait:
+                pacer.cancel(slot)
                 detail = (
                     f"the gateway's rate allows the next request in {slot - now:.0f}s, over "
                     f"max_wait {self._policy.max_wait:g}s; run again later"
@@ -278,15 +282,23 @@ class TradeFetcher:
             await clock.sleep(slot - now)
             if gate.wait_needed(clock.monotonic()) <= 0:
                 return None
+            pacer.cancel(slot)
 
     def _pace(self, event: PacingEvent | None) -> None:
         if event is not None:
             self._audit.emit(event.name, **event.fields)
 
     def _pause_batch(
-        self, trade_id: str, attempt: int, delay: float, source: str, **fields: object
+        self,
+        trade_id: str,
+        attempt: int,
+        delay: float,
+        source: str,
+        *,
+        spread: bool = True,
+        **fields: object,
     ) -> None:
-        if self._gate.pause(self._clock.monotonic(), delay):
+        if self._gate.pause(self._clock.monotonic(), delay, spread=spread):
             self._audit.emit(
                 "batch.paused",
                 trade_id=trade_id,
@@ -307,13 +319,13 @@ class TradeFetcher:
             attempt += 1
             if attempt == 1:
                 self._budget.first_attempts += 1
-            started = clock.monotonic()
+            started, sent_wall = clock.monotonic(), clock.wall()
             pacer.in_flight += 1
             try:
                 result = await self._attempt(trade_id)
             finally:
                 pacer.in_flight -= 1
-            self._observe(trade_id, attempt, result, started)
+            self._observe(trade_id, attempt, result, started, sent_wall)
             if result.cause is None:
                 self._audit.emit(
                     "trade.fetched", trade_id=trade_id, attempt=attempt, status=result.status
@@ -337,7 +349,9 @@ class TradeFetcher:
             else:
                 await clock.sleep(decision.delay)
 
-    def _observe(self, trade_id: str, attempt: int, result: _Attempt, started: float) -> None:
+    def _observe(
+        self, trade_id: str, attempt: int, result: _Attempt, started: float, sent_wall: float
+    ) -> None:
         """Record an attempt, and let the pacer learn from its status and quota headers."""
         clock, pacer, stats = self._clock, self.pacer, self._stats
         now = clock.monotonic()
@@ -358,13 +372,23 @@ class TradeFetcher:
             **({"error": result.error} if result.error else {}),
         )
         if result.status is not None:
-            quota = parse_quota(result.headers, clock.wall())
+            wall = clock.wall()
+            self.server_clock = self.server_clock.observe(
+                result.headers.get("date"), sent_wall, wall
+            )
+            quota = parse_quota(result.headers, wall, self.server_clock.earliest(wall))
             if quota is not None:
-                learned, pause = pacer.on_quota(now, quota)
+                learned, pause = pacer.on_quota(now, quota, started)
                 self._pace(learned)
                 if pause is not None:
+                    # The quota comes back at the reset: the batch resumes together.
                     self._pause_batch(
-                        trade_id, attempt, pause, "quota_exhausted", remaining=quota.remaining
+                        trade_id,
+                        attempt,
+                        pause,
+                        "quota_exhausted",
+                        spread=result.cause is Cause.RATE_LIMITED,
+                        remaining=quota.remaining,
                     )
         if result.cause is Cause.RATE_LIMITED:
             return  # told to the pacer in _decide, with the pause the policy chose

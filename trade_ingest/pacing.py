@@ -7,6 +7,7 @@ functions take ``now`` and an ``rng`` so they are tested without sleeping.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import re
@@ -35,6 +36,9 @@ class RateGate:
         self._rng = rng
         self._jitter = release_jitter
         self.paused_until = float("-inf")
+        # Whether workers come back spread out (after a throttle) or together
+        # (when the quota is known to be back in full, as a fixed window's is).
+        self.spread = True
         self.paused_seconds = 0.0
         self.pauses = 0
         self._pause_started: float | None = None
@@ -42,14 +46,22 @@ class RateGate:
     def wait_needed(self, now: float) -> float:
         return max(0.0, self.paused_until - now)
 
-    def pause(self, now: float, delay: float) -> bool:
-        """Hold every worker until ``now + delay``; True when that extends the pause."""
+    def pause(self, now: float, delay: float, *, spread: bool = True) -> bool:
+        """Hold every worker until ``now + delay``; True when that extends the pause.
+
+        ``spread=False``: release everyone at once (unless another pause in
+        force asks for a spread).
+        """
         until = now + delay
         if until <= self.paused_until:
+            self.spread = self.spread or (spread and now < self.paused_until)
             return False
         if now >= self.paused_until:
             self.pauses += 1
             self._pause_started = now
+            self.spread = spread
+        else:
+            self.spread = self.spread or spread
         self.paused_seconds += until - max(now, self.paused_until)
         self.paused_until = until
         return True
@@ -65,9 +77,8 @@ class RateGate:
         """Wait until no pause is in force; returns the seconds waited."""
         waited = 0.0
         while True:
-            delay = release_delay(
-                self._clock.monotonic(), self.paused_until, self._jitter, self._rng
-            )
+            jitter = self._jitter if self.spread else 0.0
+            delay = release_delay(self._clock.monotonic(), self.paused_until, jitter, self._rng)
             if delay <= 0.0:
                 return waited
             await self._clock.sleep(delay)
@@ -102,11 +113,23 @@ MIN_RATE = 1e-4  # one request in about three hours
 FIRST_RESPONSE_POLL = 0.005
 # Changes smaller than this are not worth an audit event.
 REPORTABLE_CHANGE = 0.10
+# When the quota policy is known (q requests per w seconds), sends are kept
+# to at most q in any window of w * (1 + WINDOW_SLACK) + WINDOW_GUARD seconds:
+# a window's quota is spent as soon as it is free, not spread thin. The slack
+# and guard absorb the difference between our send time and the gateway's
+# arrival time.
+WINDOW_SLACK = 0.01
+WINDOW_GUARD = 0.01
+# The gateway forgetting this share of the quota (or 2 requests) sooner than
+# a sliding window would: its windows are fixed, and their quota comes back in
+# one lump at the reset.
+LUMP_SHARE = 0.25
 
 
 @dataclass(frozen=True, slots=True)
 class PacingEvent:
-    """A pacing decision for the audit log: ``pacing.rate_learned`` or ``pacing.rate_changed``."""
+    """A pacing decision for the audit log: ``pacing.rate_learned``, ``pacing.rate_changed``
+    or ``pacing.window_learned`` (the quota's window is fixed: it comes back in one lump)."""
 
     name: str
     fields: dict[str, object]
@@ -159,6 +182,16 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def window_from_reset(reset: float) -> float | None:
+    """The window a reset suggests: resets run up to a second long (rounded up, or an
+    epoch second read against a finer clock), so a whole number is taken as it is and
+    a fraction is rounded down; None below a second."""
+    whole = round(reset)
+    if abs(reset - whole) < 1e-6:
+        return float(whole) if whole >= 1 else None
+    return float(math.floor(reset)) if reset >= 1 else None
+
+
 class Pacer:
     """The batch's send rate: from a configured limit, the quota headers, or learned from 429s.
 
@@ -199,6 +232,17 @@ class Pacer:
         self._sent_in_period = 0
         self._period_level = 0
         self._reported: float | None = None
+        # The window model: quota per window as the gateway states it, and
+        # the send times (ours, and others' the gateway reported) in it.
+        self.limit: int | None = None
+        self.window: float | None = None
+        self.window_stated = False
+        self.logging = False
+        self._log: list[float] = []
+        self._freshest = -math.inf
+        self._forget_at: float | None = None
+        self._probe_at: float | None = None
+        self._forget_upto = -math.inf
 
     @property
     def rate(self) -> float | None:
@@ -214,6 +258,10 @@ class Pacer:
         None means "not yet": the first request is out and nothing is known
         until it comes back; ask again after ``FIRST_RESPONSE_POLL``.
         """
+        if self.configured is None and self.logging:
+            span = self.window_span()
+            if span is not None and self.limit:
+                return self._reserve_in_window(now, self.limit, span)
         if self.credit > 0 and self.configured is None:
             self.credit -= 1
             self._sent_in_period += 1
@@ -230,6 +278,88 @@ class Pacer:
         self._next_slot = slot + 1.0 / rate
         self._sent_in_period += 1
         return slot
+
+    def window_span(self) -> float | None:
+        """The window the quota is kept to: the gateway's, a little longer (None: unknown)."""
+        if self.window is None or self.limit is None:
+            return None
+        return self.window / self.probe_factor * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
+
+    def next_window_slot(self, now: float, limit: int, span: float) -> float:
+        """The earliest time at or after ``now`` with fewer than ``limit`` sends in ``span``."""
+        log = self._log
+        if self._forget_at is not None and now >= self._forget_at:
+            # The fixed window has turned: what was sent in it no longer counts.
+            del log[: bisect.bisect_right(log, self._forget_upto)]
+            self._forget_at = None
+        del log[: bisect.bisect_right(log, now - span)]
+        if len(log) < limit:
+            return now
+        slot = max(now, log[-limit] + span)
+        if self._probe_at is not None and self._probe_at < slot:
+            slot, self._probe_at = max(now, self._probe_at), None
+        return slot
+
+    def cancel(self, slot: float) -> None:
+        """A reserved slot that was not used (a pause came first, or the trade gave up)."""
+        log = self._log
+        index = bisect.bisect_left(log, slot)
+        if index < len(log) and log[index] == slot:
+            del log[index]
+
+    def _reserve_in_window(self, now: float, limit: int, span: float) -> float:
+        slot = self.next_window_slot(now, limit, span)
+        if self._probe_at is not None and slot >= self._probe_at:
+            self._probe_at = None  # the request the gateway promised has gone
+        bisect.insort(self._log, slot)
+        self._pacer_bound = slot > now
+        self._sent_in_period += 1
+        return slot
+
+    def _reconcile(self, now: float, sent_at: float, quota: Quota, span: float) -> float | None:
+        """Match the send log to what the gateway says it counted; a pause when the quota
+        is spent and comes back in one lump (a fixed window), else None.
+
+        The gateway counted ``limit - remaining`` requests up to this one. More
+        than the log holds: others share the quota, and their sends are logged
+        as if made now (the safe guess). Fewer: the gateway forgot some sooner
+        than a sliding window would; the oldest are dropped, and a large lump
+        marks the window as fixed.
+        """
+        assert self.limit is not None  # noqa: S101
+        assert self.window is not None  # noqa: S101
+        assert quota.remaining is not None  # noqa: S101
+        log = self._log
+        # Sends within one round trip of this one may have reached the
+        # gateway before or after it: they count on neither side.
+        settled = sent_at - max(0.0, now - sent_at)
+        low = bisect.bisect_right(log, sent_at - span)
+        middle = bisect.bisect_left(log, settled)
+        high = bisect.bisect_right(log, sent_at)
+        used = max(0, self.limit - quota.remaining)
+        sent_by_now = bisect.bisect_right(log, now) - low
+        if used > sent_by_now:
+            # More than we have sent in the window: others share the quota.
+            log[high:high] = [sent_at] * (used - sent_by_now)
+        elif used - 1 < middle - low:
+            # ``used`` counts this request; the settled sends do not include it.
+            # Forgotten while younger than half a window: not a sliding window.
+            young = middle - min(middle, bisect.bisect_right(log, sent_at - self.window / 2))
+            if used - 1 < young - max(2, LUMP_SHARE * self.limit):
+                self.lumpy = True
+            del log[low : low + middle - low - (used - 1)]
+        if quota.remaining == 0 and quota.reset:
+            wait = self.next_window_slot(now, self.limit, span) - now
+            if quota.reset <= wait and self.lumpy:
+                # Back in one lump at the reset (unless the log frees a slot
+                # sooner: a bucket's reset may say when it is full again).
+                self._forget_at, self._forget_upto = now + quota.reset, sent_at
+                return quota.reset
+            if quota.reset < wait:
+                # The gateway says quota is back sooner than the log frees a
+                # slot: one request then, whose answer tells how much.
+                self._probe_at = now + quota.reset
+        return None
 
     def _report(self, reason: str, **fields: object) -> PacingEvent | None:
         rate = self.rate
@@ -286,7 +416,9 @@ class Pacer:
             return "quota_unused"
         return None
 
-    def on_quota(self, now: float, quota: Quota) -> tuple[PacingEvent | None, float | None]:
+    def on_quota(
+        self, now: float, quota: Quota, sent_at: float | None = None
+    ) -> tuple[PacingEvent | None, float | None]:
         """Pace from a response's quota headers; returns an event and a pause (seconds).
 
         The rate is the policy's (limit / window, the window stated or the
@@ -294,19 +426,54 @@ class Pacer:
         the time to reset. A quota already spent pauses the batch until it
         comes back: its reset, or one paced slot per request in flight when
         the rate is known (a rounded-up reset would waste most of a second).
+
+        When the policy (limit and window) is known, the send log does the
+        pacing instead (``window_span``); a report about a request sent before
+        the freshest one reported is stale and only feeds the estimates.
         """
         self.responded = True
         self.headers_seen = True
-        if quota.remaining is not None:
+        sent = now if sent_at is None else sent_at
+        fresh = sent >= self._freshest
+        self._freshest = max(self._freshest, sent)
+        if quota.reset is not None and quota.window is None:
+            seen = window_from_reset(quota.reset)
+            if seen is not None and (self.window_estimate is None or seen > self.window_estimate):
+                self.window_estimate = seen
+        if quota.limit:
+            self.window = quota.window or self.window_estimate
+            self.limit = quota.limit
+            self.window_stated = self.window_stated or quota.window is not None
+        span = self.window_span()
+        modelled = span is not None and self.configured is None and quota.remaining is not None
+        if modelled and not self.logging and self.window_stated:
+            # Pace by the send log from now on. The requests in flight were sent
+            # unlogged, and this report (for a request sent by ``now``) does not
+            # count them.
+            self.logging = True
+            self._log = [math.nextafter(now, math.inf)] * self.in_flight
+        if modelled and self.logging and span is not None:
+            assert self.window is not None  # noqa: S101
+            assert self.limit is not None  # noqa: S101
+            self.header_rate = max(self.limit / self.window * HEADER_MARGIN, MIN_RATE)
+            reason = self._watch_headroom(now, quota, self.window) or "headers"
+            was_lumpy = self.lumpy
+            pause = self._reconcile(now, sent, quota, span) if fresh else None
+            if pause is not None:
+                reason = "quota_exhausted"
+            event = self._report(reason, limit=quota.limit, window_s=self.window)
+            if self.lumpy and not was_lumpy and event is None:
+                event = PacingEvent(
+                    "pacing.window_learned",
+                    {"kind": "fixed", "limit": quota.limit, "window_s": self.window},
+                )
+            return event, pause
+        if quota.remaining is not None and fresh:
             previous = self._last_remaining
             if previous is not None and quota.remaining > previous + self.in_flight + 1:
                 self.lumpy = True
             self._last_remaining = quota.remaining
             self.credit = max(0, quota.remaining - self.in_flight - 1)
-        if quota.reset is not None and quota.window is None:
-            seen = math.ceil(quota.reset)
-            if self.window_estimate is None or seen > self.window_estimate:
-                self.window_estimate = float(seen)
         window = quota.window or self.window_estimate
         rate: float | None = None
         if quota.limit and window:

@@ -116,6 +116,34 @@ def server_now(headers: Mapping[str, str], client_wall: float) -> float:
     return client_wall if parsed is None else parsed
 
 
+@dataclass(frozen=True, slots=True)
+class ServerClock:
+    """Bounds on the server's clock minus ours, narrowed by every response's ``Date``.
+
+    A ``Date`` is stamped some time between our send and our receipt, and
+    truncated to the second, so one response bounds the offset within a second
+    plus the round trip; the bounds of many responses intersect to a few
+    milliseconds. ``earliest`` reads the server's clock at its lower bound, so
+    a time it announces is never taken as nearer than it is.
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+
+    def observe(self, date: str | None, sent_wall: float, received_wall: float) -> ServerClock:
+        stamped = parse_http_date(date) if date else None
+        if stamped is None or received_wall < sent_wall:
+            return self
+        low, high = stamped - received_wall, stamped + 1.0 - sent_wall
+        if max(low, self.low) > min(high, self.high):
+            return ServerClock(low, high)  # a clock was set: start again from here
+        return ServerClock(max(low, self.low), min(high, self.high))
+
+    def earliest(self, client_wall: float) -> float | None:
+        """The earliest the server's clock can read now; None before any ``Date``."""
+        return client_wall + self.low if math.isfinite(self.low) else None
+
+
 def parse_retry_after(value: str, now: float) -> float | None:
     """Seconds to wait for a ``Retry-After`` value, or None when it is not one.
 
@@ -246,9 +274,15 @@ def _ietf_quota(headers: Mapping[str, str], now: float) -> Quota | None:
     return Quota(limit, remaining, reset, window)
 
 
-def parse_quota(headers: Mapping[str, str], client_wall: float) -> Quota | None:
-    """The quota a response reports, from X-RateLimit-* or the IETF fields; None if neither."""
-    now = server_now(headers, client_wall)
+def parse_quota(
+    headers: Mapping[str, str], client_wall: float, server_time: float | None = None
+) -> Quota | None:
+    """The quota a response reports, from X-RateLimit-* or the IETF fields; None if neither.
+
+    Epoch resets are read against ``server_time`` (``ServerClock.earliest``)
+    when given, else against the ``Date`` header, which is up to a second behind.
+    """
+    now = server_now(headers, client_wall) if server_time is None else server_time
     ietf = _ietf_quota(headers, now)
     if ietf is not None:
         return ietf
