@@ -13,11 +13,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from trade_ingest.errors import ExitCode, OutputWriteError
+from trade_ingest.errors import ExitCode, LedgerError, OutputWriteError
 from trade_ingest.ids import HashingReader, RetryableFailures, worth_retrying
 from trade_ingest.sinks import (
     JsonlWriter,
-    LedgerError,
     Manifest,
     OutputLock,
     cut_torn_tail,

@@ -7,8 +7,11 @@ Exit codes follow sysexits(3) where one fits, so cron wrappers can tell
     ├── UsageError                  2   bad flag combination
     ├── InputNotFound               66  EX_NOINPUT: input file missing or unreadable
     ├── OutputError                 73  EX_CANTCREAT: an output file cannot be created
+    │   └── LedgerError             73  the results file holds a line that is not a result
     ├── OutputWriteError            74  EX_IOERR: writing an output failed mid-run (disk full)
-    └── ConfigError                 78  EX_CONFIG: a setting is invalid
+    ├── LockHeld                    75  EX_TEMPFAIL: another run is writing the same output
+    ├── ConfigError                 78  EX_CONFIG: a setting is invalid
+    └── LockWaitInterrupted         130 Ctrl-C while waiting for another run's lock
 
 Run outcomes that are not errors have their own codes (see ``ExitCode``).
 """
@@ -57,3 +60,17 @@ class OutputWriteError(IngestError):
 
 class ConfigError(IngestError):
     exit_code = ExitCode.CONFIG
+
+
+class LedgerError(OutputError):
+    """The results file cannot serve as the ledger (a line that is not a result)."""
+
+
+class LockHeld(IngestError):
+    """Another run holds the output's lock: try again later."""
+
+    exit_code = ExitCode.TEMP_FAIL
+
+
+class LockWaitInterrupted(IngestError):
+    exit_code = ExitCode.INTERRUPTED

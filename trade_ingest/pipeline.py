@@ -40,6 +40,8 @@ from trade_ingest.errors import (
     ExitCode,
     IngestError,
     InputNotFound,
+    LockHeld,
+    LockWaitInterrupted,
     OutputError,
     OutputWriteError,
     UsageError,
@@ -59,7 +61,6 @@ from trade_ingest.pacing import RateGate
 from trade_ingest.sinks import (
     JsonlWriter,
     Ledger,
-    LockHeld,
     Manifest,
     OutputClosed,
     OutputLock,
@@ -93,10 +94,6 @@ IdItem = TradeId | InvalidId | DuplicateId
 
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
-
-
-class LockWaitInterrupted(IngestError):
-    exit_code = ExitCode.INTERRUPTED
 
 
 def new_batch_id(wall: float) -> str:

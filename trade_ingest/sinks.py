@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from trade_ingest.audit import utc_rfc3339
-from trade_ingest.errors import ExitCode, IngestError, OutputError, OutputWriteError
+from trade_ingest.errors import LedgerError, OutputError, OutputWriteError
 from trade_ingest.idstore import IdStore
 
 
@@ -203,16 +203,6 @@ MANIFEST_SUFFIX = ".manifest.jsonl"
 _RESULT_PREFIX = b'{"trade_id":"'
 # The C string scanner the json module itself uses; typeshed does not list it.
 _scan_json_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
-
-
-class LedgerError(OutputError):
-    """The results file cannot serve as the ledger (a line that is not a result)."""
-
-
-class LockHeld(IngestError):
-    """Another run holds the output's lock: exit 75, try again later."""
-
-    exit_code = ExitCode.TEMP_FAIL
 
 
 @dataclass(frozen=True, slots=True)
