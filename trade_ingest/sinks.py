@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,8 +220,6 @@ class Ledger:
     path: Path
     trade_ids: IdStore = field(default_factory=IdStore)
     lines: int = 0
-    size: int = 0
-    last_batch_id: str | None = None
     torn: TornTail | None = None
 
     def __contains__(self, trade_id: str) -> bool:
@@ -293,11 +290,6 @@ def _result_trade_id(line: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _batch_id_of(line: bytes) -> str | None:
-    match = re.search(rb'"batch_id":"([^"\\]{1,64})"', line[:1024])
-    return match.group(1).decode() if match else None
-
-
 def open_ledger(path: Path) -> Ledger:
     """Read the results file as the ledger, after cutting a torn last line.
 
@@ -312,7 +304,6 @@ def open_ledger(path: Path) -> Ledger:
         return ledger
     except OSError as exc:
         raise OutputError(f"cannot read results file {path}: {exc.strerror}") from None
-    last = b""
     with handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -326,9 +317,6 @@ def open_ledger(path: Path) -> Ledger:
                 )
             ledger.trade_ids.add(trade_id)
             ledger.lines += 1
-            last = line
-        ledger.size = handle.tell()
-    ledger.last_batch_id = _batch_id_of(last) if last else None
     return ledger
 
 
