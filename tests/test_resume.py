@@ -24,6 +24,7 @@ from trade_ingest.simulator import GatewayConfig, SimulatedGateway
 from trade_ingest.sinks import OutputLock, result_line
 
 pytestmark = pytest.mark.integration
+RUN = [sys.executable, "-m", "trade_ingest", "run"]
 
 
 def read_jsonl(path: Path) -> list[dict[str, object]]:
@@ -168,7 +169,7 @@ def test_retry_failed_takes_only_what_is_worth_retrying(
 
 def _run_cli(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "trade_ingest", "run", *args],
+        [*RUN, *args],
         capture_output=True,
         timeout=60,
         **kwargs,
@@ -206,10 +207,7 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     with SimulatedGateway.in_thread(GatewayConfig(latency_ms=2)) as gateway:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "trade_ingest",
-                "run",
+                *RUN,
                 "ids.txt",
                 "--base-url",
                 gateway.base_url,
@@ -270,10 +268,7 @@ def test_stdout_on_a_full_device_exits_74(tmp_path: Path, gateway: SimulatedGate
     with open("/dev/full", "wb") as full:
         done = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "trade_ingest",
-                "run",
+                *RUN,
                 "ids.txt",
                 "--base-url",
                 gateway.base_url,
@@ -298,10 +293,7 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     with SimulatedGateway.in_thread(GatewayConfig(latency_ms=15_000)) as gateway:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "trade_ingest",
-                "run",
+                *RUN,
                 "ids.txt",
                 "--base-url",
                 gateway.base_url,
