@@ -301,7 +301,7 @@ def test_a_reset_sooner_than_the_log_is_probed_with_one_request() -> None:
     pacer.on_quota(0.01, Quota(limit=2, remaining=1, reset=2.0, window=2.0), sent_at=0.0)
     assert pacer.reserve(0.01) == 0.01
     pacer.on_quota(0.03, Quota(limit=2, remaining=0, reset=1.0, window=2.0), sent_at=0.01)
-    assert pacer.reserve(0.03) == pytest.approx(1.03)
+    assert pacer.reserve(0.03) == pytest.approx(1.03 + WINDOW_GUARD)
     assert pacer.reserve(0.03) > 2.0
 
 
@@ -374,3 +374,148 @@ async def test_a_quota_pause_releases_everyone_together() -> None:
     gate.pause(clock.monotonic(), 1.0, spread=False)
     gate.pause(clock.monotonic(), 0.5)  # a throttle inside the quota pause
     assert await gate.wait_turn() == pytest.approx(1.25)
+
+
+# --- no headers, but Retry-After: the window is learned from two throttles ---------
+
+from trade_ingest.simulator.limits import LimiterKind, make_limiter  # noqa: E402
+
+
+def test_two_hinted_throttles_give_the_window_and_its_quota() -> None:
+    """40 got through from one Retry-After's end to the next's, 2 s apart: 40 per 2 s,
+    spent as a window's quota is (at once), not spread at 20/s."""
+    pacer = Pacer()
+    pacer.on_response()
+    assert pacer.on_throttled(0.1, sent_at=0.09, pause=1.9, hinted=True) is None
+    for n in range(38):
+        pacer.on_success(2.01 + n * 0.001, sent_at=2.0 + n * 0.001)
+    assert pacer.on_throttled(2.05, sent_at=2.045, pause=1.95, hinted=True) is None  # to 4.0
+    # Sent before the throttled request, answered after its 429: they count too.
+    pacer.on_success(2.06, sent_at=2.038)
+    pacer.on_success(2.07, sent_at=2.039)
+    pacer.on_success(2.08, sent_at=2.046)  # sent after it: another window's
+    event = pacer.on_resume(4.0)
+    assert event is not None
+    assert event.name == "pacing.rate_learned"
+    assert event.fields["limit"] == 40
+    assert event.fields["window_s"] == pytest.approx(2.0)
+    # At the pause's end the last window's sends are still in the log: the
+    # quota comes back as they age, in the same burst, one window later.
+    first = pacer.reserve(4.0)
+    assert first == pytest.approx(2.0 + 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert slots(pacer, first, 39)[-1] == pytest.approx(2.039 + 2.0 * (1 + WINDOW_SLACK) + 0.01)
+
+
+def test_throttles_without_a_hint_do_not_measure_a_window() -> None:
+    """The pause of a 429 without Retry-After is our own backoff, not the gateway's reset."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.1, sent_at=0.09, pause=1.9)
+    for n in range(40):
+        pacer.on_success(2.01 + n * 0.001, sent_at=2.0 + n * 0.001)
+    pacer.on_throttled(2.05, sent_at=2.045, pause=1.95)
+    assert pacer.on_resume(4.0) is None
+    assert not pacer.window_learned
+
+
+def test_a_429_under_the_learned_window_takes_back_the_probe_then_the_burst() -> None:
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.1, sent_at=0.09, pause=0.9, hinted=True)
+    for n in range(10):
+        pacer.on_success(1.0 + n * 0.001, sent_at=1.0 + n * 0.001)
+    pacer.on_throttled(1.02, sent_at=1.011, pause=1.98, hinted=True)
+    pacer.on_resume(3.0)
+    assert (pacer.limit, pacer.window) == (10, pytest.approx(2.0))
+    # Held back by the log for a few windows without a 429: try a shorter one.
+    now = 3.0
+    for _ in range(60):
+        now = max(now, slots(pacer, now, 1)[0])
+        pacer.on_success(now + 0.001, sent_at=now)
+    assert pacer.probe_factor > 1.0
+    before = pacer.probe_factor
+    event = pacer.on_throttled(now + 0.01, sent_at=now + 0.005, pause=1.0, hinted=True)
+    assert event is not None
+    assert event.fields["reason"] == "probe_throttled"
+    assert pacer.probe_factor == pytest.approx(before / 1.1)
+    while pacer.probe_factor > 1.0:
+        pacer.on_throttled(now + 0.02, sent_at=now + 0.015, pause=1.0, hinted=True)
+        now += 0.02
+    event = pacer.on_throttled(now + 0.02, sent_at=now + 0.015, pause=1.0, hinted=True)
+    assert event is not None
+    assert event.fields["reason"] == "429_even_pace"
+    assert (pacer.limit, pacer.window) == (1, pytest.approx(2.0 / 10 / 0.97))
+    event = pacer.on_throttled(now + 0.04, sent_at=now + 0.035, pause=1.0, hinted=True)
+    assert event is not None
+    assert event.fields["reason"] == "429_slower"
+
+
+def _drive(
+    kind: LimiterKind, limit: int, window: float, latency: float, seconds: float
+) -> tuple[list[float], list[tuple[float, float]], list[float]]:
+    """One worker against a gateway whose only hint is a whole-second Retry-After.
+
+    Returns the send times, the Retry-After periods (from the 429's send to
+    its end) and the send times answered 429.
+    """
+    gateway = make_limiter(kind, limit, window, None)
+    pacer = Pacer()
+    now, paused_until = 0.0, -math.inf
+    sent: list[float] = []
+    periods: list[tuple[float, float]] = []
+    throttled: list[float] = []
+    while now < seconds:
+        if now < paused_until:
+            now = paused_until
+            pacer.on_resume(now)
+        slot = pacer.reserve(now)
+        assert slot is not None  # one worker: its previous answer is always in
+        now = max(now, slot)
+        sent.append(now)
+        admission = gateway.admit(now + latency / 2)
+        answered = now + latency
+        if admission.allowed:
+            pacer.on_success(answered, sent_at=now)
+        else:
+            retry_after = float(math.ceil(admission.reset_after))
+            paused_until = answered + retry_after
+            periods.append((now + latency / 2, now + latency / 2 + admission.reset_after))
+            throttled.append(now)
+            pacer.on_throttled(answered, sent_at=now, pause=retry_after, hinted=True)
+        now = answered
+    return sent, periods, throttled
+
+
+@given(
+    st.sampled_from(["sliding", "fixed"]),
+    st.integers(2, 40),
+    st.sampled_from([1.0, 2.0, 5.0]),
+    st.floats(0.0005, 0.02),
+)
+def test_a_learned_window_is_kept_to_and_used(
+    kind: LimiterKind, limit: int, window: float, latency: float
+) -> None:
+    """Against a window with no quota headers: no request inside a Retry-After period;
+    once learned (two throttles), at most a probe's 429 every few windows, and the
+    quota used at 80% or more of its rate. Fake clock; nothing sleeps."""
+    seconds = 60 * window
+    sent, periods, throttled = _drive(kind, limit, window, latency, seconds)
+    for start, end in periods:
+        assert not any(start < t + latency / 2 < end - 1e-9 for t in sent)
+    # Discovery (two), then a probe that goes too far now and then.
+    # (Probes wait 4, 8, 16, 32 windows: at most 4 go too far in 60.)
+    assert len(throttled) <= 2 + max(4, 0.02 * len(sent))
+    # The last third, once learned and probed: most of the quota is used.
+    last_third = [t for t in sent if t >= 40 * window]
+    assert len(last_third) >= 0.8 * limit * 20
+
+
+def test_an_epoch_reset_read_on_an_unsettled_clock_does_not_guess_the_window() -> None:
+    """Reset 3.0 read against a Date a second coarse may be 2.0: no window is taken from it
+    until the server's clock is known closely enough to tell."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=40, remaining=39, reset=3.0, reset_error=1.0), sent_at=0.0)
+    assert pacer.window_estimate is None
+    pacer.on_quota(0.02, Quota(limit=40, remaining=38, reset=2.4, reset_error=0.02), sent_at=0.01)
+    assert pacer.window_estimate == 2.0

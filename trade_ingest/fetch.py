@@ -259,9 +259,11 @@ class TradeFetcher:
                 return self._deadline_give_up(trade_id, attempt)
             if blocked > 0:
                 await gate.wait_turn()
-                paused = gate.take_resume(clock.monotonic())
+                resumed = clock.monotonic()
+                paused = gate.take_resume(resumed)
                 if paused is not None:
                     self._audit.emit("batch.resumed", paused_s=round(paused, 3))
+                    self._pace(pacer.on_resume(resumed))
                 continue
             slot = pacer.reserve(now)
             if slot is None:
@@ -336,11 +338,14 @@ class TradeFetcher:
                 return self._give_up(trade_id, attempt, result, decision)
             self._announce_retry(trade_id, attempt, result, decision)
             if decision.batch_wide:
+                # The gateway's own time is when its quota is back: everyone
+                # may go then. Our backoff's end is a guess: spread out.
                 self._pause_batch(
                     trade_id,
                     attempt,
                     decision.delay,
                     decision.source,
+                    spread=decision.source == "backoff",
                     cause=result.cause.value,
                     status=result.status,
                 )
@@ -376,7 +381,10 @@ class TradeFetcher:
             self.server_clock = self.server_clock.observe(
                 result.headers.get("date"), sent_wall, wall
             )
-            quota = parse_quota(result.headers, wall, self.server_clock.earliest(wall))
+            server_clock = self.server_clock
+            quota = parse_quota(
+                result.headers, wall, server_clock.earliest(wall), server_clock.spread
+            )
             if quota is not None:
                 learned, pause = pacer.on_quota(now, quota, started)
                 self._pace(learned)
@@ -412,7 +420,9 @@ class TradeFetcher:
         )
         if result.cause is Cause.RATE_LIMITED:
             pause = decision.delay if isinstance(decision, Retry) else 0.0
-            self._pace(self.pacer.on_throttled(self._clock.monotonic(), started, pause))
+            hinted = isinstance(decision, Retry) and decision.source != "backoff"
+            now = self._clock.monotonic()
+            self._pace(self.pacer.on_throttled(now, started, pause, hinted=hinted))
         elif isinstance(decision, Retry):
             if not self._budget.allows():
                 return GiveUp(

@@ -120,6 +120,27 @@ REPORTABLE_CHANGE = 0.10
 # arrival time.
 WINDOW_SLACK = 0.01
 WINDOW_GUARD = 0.01
+# Learning a window without headers: when 429s come with a wait hint, what got
+# through from the end of one throttle to the end of the next is the window's
+# quota, and the time between those ends its length, provided it got through
+# in a burst: within BURST_SHARE of that time, and within that time less the
+# hint's resolution (the pause may end up to HINT_RESOLUTION after the window
+# turned). Sent slower, it may have straddled two fixed windows: only its rate
+# is learned, and kept to as a window of one request. The quota is then spent
+# by the send log as a stated one is. A 429 anyway turns a burst into the
+# window's rate at an even pace, or that pace LEARNED_CUT slower. While the log holds the
+# batch back and no 429 comes for LEARNED_PROBE_SPANS windows, the window is
+# tried LEARNED_PROBE_STEP shorter (a token bucket refills faster than its
+# rounded-up Retry-After says); each try that holds is followed by one twice
+# as far after half the wait; a 429 steps back to what held, and makes the
+# next first try wait twice as long.
+LEARNED_CUT = 0.05
+HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
+BURST_SHARE = 0.125
+LEARNED_PROBE_SPANS = 4
+LEARNED_PROBE_STEP = 1.1
+# Successes remembered to seed the learned window's send log.
+RECENT_SENDS_KEPT = 100_000
 # The gateway forgetting this share of the quota (or 2 requests) sooner than
 # a sliding window would: its windows are fixed, and their quota comes back in
 # one lump at the reset.
@@ -243,6 +264,21 @@ class Pacer:
         self._forget_at: float | None = None
         self._probe_at: float | None = None
         self._forget_upto = -math.inf
+        # Learned without headers (see LEARNED_CUT): the send times of the
+        # successes since the last throttle, and when to try a shorter window.
+        self.window_learned = False
+        self._recent_sends: list[float] = []
+        self._last_hinted = False
+        # Quiet windows before the next try, its step, and the last step taken.
+        self._probe_spans: float = LEARNED_PROBE_SPANS
+        self._probe_failures_spans = LEARNED_PROBE_SPANS
+        self._probe_step = 1.0
+        self._probe_held = 1.0  # the probe factor that held for a whole wait
+        self._probe_period = 0.0  # the window measured: the unit of that wait
+        self._learned_quiet_since: float | None = None
+        # Two hinted throttles' measure, settled at the resume: (previous
+        # throttle's end, this throttle's request sent, this throttle's end).
+        self._measuring: tuple[float, float, float] | None = None
 
     @property
     def rate(self) -> float | None:
@@ -283,6 +319,8 @@ class Pacer:
         """The window the quota is kept to: the gateway's, a little longer (None: unknown)."""
         if self.window is None or self.limit is None:
             return None
+        if self.window_learned and self.limit == 1:
+            return self.window / self.probe_factor  # an even pace, its margin already in
         return self.window / self.probe_factor * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 
     def next_window_slot(self, now: float, limit: int, span: float) -> float:
@@ -357,8 +395,9 @@ class Pacer:
                 return quota.reset
             if quota.reset < wait:
                 # The gateway says quota is back sooner than the log frees a
-                # slot: one request then, whose answer tells how much.
-                self._probe_at = now + quota.reset
+                # slot: one request then, whose answer tells how much (a guard
+                # after it: a request landing on the reset may count as inside).
+                self._probe_at = now + quota.reset + WINDOW_GUARD
         return None
 
     def _report(self, reason: str, **fields: object) -> PacingEvent | None:
@@ -438,6 +477,8 @@ class Pacer:
         self._freshest = max(self._freshest, sent)
         if quota.reset is not None and quota.window is None:
             seen = window_from_reset(quota.reset)
+            if quota.reset_error and window_from_reset(quota.reset - quota.reset_error) != seen:
+                seen = None  # the server's clock is not known well enough yet to tell
             if seen is not None and (self.window_estimate is None or seen > self.window_estimate):
                 self.window_estimate = seen
         if quota.limit:
@@ -502,6 +543,13 @@ class Pacer:
         self.throttle_streak = 0
         if self._after_last_429(sent_at):
             self._successes_since_429 += 1
+        if not self.headers_seen and not self.window_learned:
+            recent = self._recent_sends
+            recent.append(sent_at)
+            if len(recent) > 2 * RECENT_SENDS_KEPT:
+                del recent[:-RECENT_SENDS_KEPT]
+        if self.window_learned and not self.headers_seen:
+            return self._probe_learned_window(now)
         if self.headers_seen or self.learned_rate is None or self.ceiling is None:
             return None
         last = self._last_increase if self._last_increase is not None else now
@@ -520,9 +568,14 @@ class Pacer:
         self.learned_rate *= 1.0 + self._probe_speed * elapsed
         return self._report("probing")
 
-    def on_throttled(self, now: float, sent_at: float, pause: float = 0.0) -> PacingEvent | None:
-        """A 429: learn the rate (from the second one on) or cut it (AIMD).
+    def on_throttled(
+        self, now: float, sent_at: float, pause: float = 0.0, *, hinted: bool = False
+    ) -> PacingEvent | None:
+        """A 429: learn the window or the rate (from the second one on), or cut it.
 
+        ``hinted``: the pause is the gateway's own (Retry-After or a reset),
+        so its end is when quota came back. Two hinted 429s in a row give a
+        window (see LEARNED_CUT); otherwise the rate is learned and cut by AIMD.
         A 429 for a request sent before the previous 429 came back is the same
         throttling seen again, not news: only the first of them counts.
         """
@@ -531,6 +584,7 @@ class Pacer:
         if not self._after_last_429(sent_at):
             return None
         previous, successes = self._last_pause_end, self._successes_since_429
+        previous_hinted, self._last_hinted = self._last_hinted, hinted
         self._last_429 = now
         self._last_pause_end = now + pause
         self._successes_since_429 = 0
@@ -538,6 +592,17 @@ class Pacer:
             # Paced from headers and still throttled: the margin was too thin.
             self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
             return self._report("throttled_despite_headers")
+        measured: float | None = None
+        if hinted and previous_hinted and previous is not None and now + pause > previous:
+            measured = now + pause - previous if successes > 0 else None
+        if self.window_learned:
+            return self._relearn_window(now, measured, successes)
+        if measured is not None and previous is not None:
+            # Requests sent before this one may still be on their way back
+            # (a 429 is answered sooner than a trade): count them at the resume.
+            self._measuring = (previous, sent_at, now + pause)
+            self._recent_sends = [t for t in self._recent_sends if t >= previous]
+            return None
         if self.learned_rate is None:
             if previous is None or successes == 0 or now + pause <= previous:
                 return None
@@ -552,6 +617,105 @@ class Pacer:
         self._last_increase = self._quiet_since = now
         self._probe_speed = PROBE_START
         return self._report("429", ceiling_per_s=round(self.ceiling, 4))
+
+    def on_resume(self, now: float) -> PacingEvent | None:
+        """The batch goes again after a pause: settle what the last two throttles measured.
+
+        What got through was sent from the end of the previous throttle up to
+        the request throttled; the window runs from that end to this one's.
+        """
+        measuring, self._measuring = self._measuring, None
+        if measuring is None or self.window_learned or self.headers_seen:
+            return None
+        start, throttled, end = measuring
+        sends = sorted(t for t in self._recent_sends if start <= t < throttled)
+        if not sends:
+            return None
+        window = end - start
+        self._probe_period = window
+        if sends[-1] - sends[0] <= min(window * BURST_SHARE, window - HINT_RESOLUTION):
+            return self._learn_window(now, len(sends), window, sends)
+        # Sent slower than a burst: only the rate is known. A log of one send
+        # per slot is an even pace.
+        return self._learn_window(now, 1, window / len(sends) / RECOVERY_SHARE, sends)
+
+    def _learn_window(
+        self, now: float, limit: int, window: float, sends: list[float]
+    ) -> PacingEvent:
+        """From now on spend ``limit`` requests per ``window``, as the send log does for a
+        stated policy; the log starts with the (sorted) sends that used the last window."""
+        self.window_learned = True
+        self._recent_sends = []
+        self.limit, self.window = limit, window
+        self.probe_factor = 1.0
+        self._log = sends[-limit:]
+        self.logging = True
+        self._learned_quiet_since = now
+        return self._window_event("429_window")
+
+    def _relearn_window(self, now: float, measured: float | None, successes: int) -> PacingEvent:
+        """A 429 while the learned window paced the batch: the last probe went too far;
+        or a burst was not taken again (a fixed window turned inside it): its rate is
+        kept, at an even pace; or even pacing was too fast: LEARNED_CUT slower."""
+        assert self.limit is not None  # noqa: S101
+        assert self.window is not None  # noqa: S101
+        self._learned_quiet_since = now
+        if self.probe_factor > self._probe_held:
+            self.probe_factor = self._probe_held
+            self._probe_spans = self._probe_failures_spans = 2 * self._probe_failures_spans
+            self._probe_step = 1.0
+            reason = "probe_throttled"
+        elif self.limit > 1:
+            one_window = measured if measured is not None and successes <= self.limit else 0.0
+            self.window = max(self.window, one_window) / self.limit / RECOVERY_SHARE
+            self.limit = 1
+            reason = "429_even_pace"
+        else:
+            self.window /= 1.0 - LEARNED_CUT
+            reason = "429_slower"
+        return self._window_event(reason)
+
+    def _probe_learned_window(self, now: float) -> PacingEvent | None:
+        """A learned window that held the batch back for a while without a 429: try it shorter."""
+        span = self.window_span()
+        quiet = self._learned_quiet_since
+        if span is None or quiet is None or not self._pacer_bound:
+            return None
+        if now - quiet < self._probe_spans * self._probe_period:
+            return None
+        if self._probe_step > 1.0:
+            # The last try held: the next one sooner, and twice as far.
+            self._probe_spans = LEARNED_PROBE_SPANS / 2
+        step = min(PROBE_STEP, self._probe_step if self._probe_step > 1.0 else LEARNED_PROBE_STEP)
+        self._probe_held = self.probe_factor
+        self.probe_factor *= step
+        self._probe_step = 1.0 + 2.0 * (step - 1.0)
+        self._learned_quiet_since = now
+        return self._window_event("probing")
+
+    def _window_event(self, reason: str) -> PacingEvent:
+        assert self.limit is not None  # noqa: S101
+        assert self.window is not None  # noqa: S101
+        window = self.window / self.probe_factor
+        self.learned_rate = max(MIN_RATE, self.limit / window)
+        fields: dict[str, object] = {"limit": self.limit, "window_s": round(window, 3)}
+        if self._reported is None:
+            self._reported = self.learned_rate
+            return PacingEvent(
+                "pacing.rate_learned",
+                {"rate_per_s": round(self.learned_rate, 4), "source": reason, **fields},
+            )
+        event = PacingEvent(
+            "pacing.rate_changed",
+            {
+                "from_per_s": round(self._reported, 4),
+                "rate_per_s": round(self.learned_rate, 4),
+                "reason": reason,
+                **fields,
+            },
+        )
+        self._reported = self.learned_rate
+        return event
 
 
 class RetryBudget:

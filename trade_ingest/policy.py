@@ -139,6 +139,11 @@ class ServerClock:
             return ServerClock(low, high)  # a clock was set: start again from here
         return ServerClock(max(low, self.low), min(high, self.high))
 
+    @property
+    def spread(self) -> float:
+        """How far apart the bounds are: how much ``earliest`` may lag the server's clock."""
+        return self.high - self.low
+
     def earliest(self, client_wall: float) -> float | None:
         """The earliest the server's clock can read now; None before any ``Date``."""
         return client_wall + self.low if math.isfinite(self.low) else None
@@ -212,13 +217,16 @@ class Quota:
 
     ``reset`` is seconds from now until the quota comes back, read against
     the server's ``Date``; ``window`` is the policy window when the gateway
-    states it (IETF ``RateLimit-Policy: q=..;w=..``).
+    states it (IETF ``RateLimit-Policy: q=..;w=..``). ``reset_error``: how
+    much an epoch reset may overstate the wait, as the server's clock is only
+    known within that (0 for a delta).
     """
 
     limit: int | None = None
     remaining: int | None = None
     reset: float | None = None
     window: float | None = None
+    reset_error: float = 0.0
 
 
 _SF_PARAM = re.compile(r"\b([a-z][a-z0-9_-]*)\s*=\s*(\d{1,15}(?:\.\d{1,9})?)\b", re.IGNORECASE)
@@ -275,14 +283,21 @@ def _ietf_quota(headers: Mapping[str, str], now: float) -> Quota | None:
 
 
 def parse_quota(
-    headers: Mapping[str, str], client_wall: float, server_time: float | None = None
+    headers: Mapping[str, str],
+    client_wall: float,
+    server_time: float | None = None,
+    server_time_error: float = 1.0,
 ) -> Quota | None:
     """The quota a response reports, from X-RateLimit-* or the IETF fields; None if neither.
 
-    Epoch resets are read against ``server_time`` (``ServerClock.earliest``)
-    when given, else against the ``Date`` header, which is up to a second behind.
+    Epoch resets are read against ``server_time`` (``ServerClock.earliest``,
+    up to ``server_time_error`` behind) when given, else against the ``Date``
+    header, which is up to a second behind.
     """
-    now = server_now(headers, client_wall) if server_time is None else server_time
+    if server_time is None:
+        now, server_time_error = server_now(headers, client_wall), 1.0
+    else:
+        now = server_time
     ietf = _ietf_quota(headers, now)
     if ietf is not None:
         return ietf
@@ -292,7 +307,9 @@ def parse_quota(
     reset = parse_ratelimit_reset(reset_value, now) if reset_value else None
     if limit is None and remaining is None and reset is None:
         return None
-    return Quota(limit, remaining, reset, None)
+    epoch = reset is not None and float(reset_value or 0) >= _EPOCH_SECONDS_FLOOR
+    error = min(server_time_error, reset or 0.0) if epoch else 0.0
+    return Quota(limit, remaining, reset, None, error)
 
 
 def unreadable_hint(headers: Mapping[str, str]) -> str | None:
