@@ -231,6 +231,7 @@ class Pacer:
         self.responded = False
         self._first_sent = False
         self.window_estimate: float | None = None
+        self._window_estimate_sure = False
         self.in_flight = 0
         self.throttle_streak = 0
         self._next_slot = -math.inf
@@ -477,17 +478,26 @@ class Pacer:
         self._freshest = max(self._freshest, sent)
         if quota.reset is not None and quota.window is None:
             seen = window_from_reset(quota.reset)
-            if quota.reset_error and window_from_reset(quota.reset - quota.reset_error) != seen:
-                seen = None  # the server's clock is not known well enough yet to tell
-            if seen is not None and (self.window_estimate is None or seen > self.window_estimate):
-                self.window_estimate = seen
+            # Read on a server clock not yet known to the second, an epoch reset
+            # may be a second long: its window stands only until a sure one comes.
+            sure = (
+                not quota.reset_error
+                or window_from_reset(max(0.0, quota.reset - quota.reset_error)) == seen
+            )
+            if seen is not None and sure and not self._window_estimate_sure:
+                self.window_estimate, self._window_estimate_sure = seen, True
+            elif seen is not None and sure >= self._window_estimate_sure:
+                self.window_estimate = max(self.window_estimate or seen, seen)
         if quota.limit:
             self.window = quota.window or self.window_estimate
             self.limit = quota.limit
             self.window_stated = self.window_stated or quota.window is not None
         span = self.window_span()
         modelled = span is not None and self.configured is None and quota.remaining is not None
-        if modelled and not self.logging and self.window_stated:
+        # A window read from resets is trusted as one when it is sure and longer
+        # than a second: a sub-second refill, rounded up, also reads as a second.
+        read = self._window_estimate_sure and (self.window_estimate or 0.0) > HINT_RESOLUTION
+        if modelled and not self.logging and (self.window_stated or read):
             # Pace by the send log from now on. The requests in flight were sent
             # unlogged, and this report (for a request sent by ``now``) does not
             # count them.
@@ -596,7 +606,7 @@ class Pacer:
         if hinted and previous_hinted and previous is not None and now + pause > previous:
             measured = now + pause - previous if successes > 0 else None
         if self.window_learned:
-            return self._relearn_window(now, measured, successes)
+            return self._relearn_window(now)
         if measured is not None and previous is not None:
             # Requests sent before this one may still be on their way back
             # (a 429 is answered sooner than a trade): count them at the resume.
@@ -637,7 +647,7 @@ class Pacer:
             return self._learn_window(now, len(sends), window, sends)
         # Sent slower than a burst: only the rate is known. A log of one send
         # per slot is an even pace.
-        return self._learn_window(now, 1, window / len(sends) / RECOVERY_SHARE, sends)
+        return self._learn_window(now, 1, _even_pace(window, len(sends)), sends)
 
     def _learn_window(
         self, now: float, limit: int, window: float, sends: list[float]
@@ -653,7 +663,7 @@ class Pacer:
         self._learned_quiet_since = now
         return self._window_event("429_window")
 
-    def _relearn_window(self, now: float, measured: float | None, successes: int) -> PacingEvent:
+    def _relearn_window(self, now: float) -> PacingEvent:
         """A 429 while the learned window paced the batch: the last probe went too far;
         or a burst was not taken again (a fixed window turned inside it): its rate is
         kept, at an even pace; or even pacing was too fast: LEARNED_CUT slower."""
@@ -666,9 +676,9 @@ class Pacer:
             self._probe_step = 1.0
             reason = "probe_throttled"
         elif self.limit > 1:
-            one_window = measured if measured is not None and successes <= self.limit else 0.0
-            self.window = max(self.window, one_window) / self.limit / RECOVERY_SHARE
+            self.window = _even_pace(self.window, self.limit)
             self.limit = 1
+            self.probe_factor = self._probe_held = 1.0
             reason = "429_even_pace"
         else:
             self.window /= 1.0 - LEARNED_CUT
@@ -716,6 +726,12 @@ class Pacer:
         )
         self._reported = self.learned_rate
         return event
+
+
+def _even_pace(window: float, quota: int) -> float:
+    """The spacing of an even pace that never puts more than ``quota`` sends in a fixed
+    ``window``, wherever it turns (``quota`` slots a window apart hold ``quota + 1``)."""
+    return window / max(1, quota - 1) / RECOVERY_SHARE
 
 
 class RetryBudget:
