@@ -273,3 +273,28 @@ async def test_redirect_is_not_followed() -> None:
             outcome = await h.fetcher.fetch("T1")
     assert isinstance(outcome, Failed)
     assert outcome.reason == "http_302"
+
+
+@pytest.mark.anyio
+async def test_a_named_wait_releases_together_and_our_backoff_spreads() -> None:
+    """Retry-After says when the quota is back: no release jitter then. A 429 without a
+    hint pauses for our own backoff, whose end is a guess: workers come back spread."""
+    settings = Settings(base_url=BASE, release_jitter=0.4, max_attempts=4)
+    h = Harness(settings)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            side_effect=[
+                httpx.Response(429, headers={"Retry-After": "2"}),
+                httpx.Response(429),
+                httpx.Response(200, json=TRADE),
+            ]
+        )
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Fetched)
+    named, backoff = h.clock.sleeps
+    assert named == 2.0  # to the hint's end, not a jot more
+    assert backoff > 0.4 * 0.5  # our backoff, then up to 0.4 s of spread (FixedRandom 0.5)
+    paused = [e for e in h.events() if e["event"] == "batch.paused"]
+    assert [e["delay_source"] for e in paused] == ["retry_after", "backoff"]
+    assert backoff == pytest.approx(paused[1]["pause_s"] + 0.4 * 0.5)

@@ -229,8 +229,33 @@ def test_recovers_then_probes_upwards() -> None:
         pacer.on_success(n * 0.1, sent_at=n * 0.1)
     assert pacer.rate == pytest.approx(9.7)
     for n in range(31, 61):
+        pacer.reserve(n * 0.1)
+        pacer.reserve(n * 0.1)  # two workers: the pace, not the workers, holds them back
         pacer.on_success(n * 0.1, sent_at=n * 0.1)
     assert 9.7 < (pacer.rate or 0) < 11.0
+
+
+def test_a_learned_rate_the_batch_does_not_reach_is_not_raised() -> None:
+    """Concurrency or latency bind before the pace does: probing would only inflate the
+    rate past anything the gateway has seen (and the next 429 would cut from there)."""
+    pacer = Pacer()
+    pacer.learned_rate, pacer.ceiling = 10.0, 10.0
+    pacer.on_throttled(0.0, sent_at=-0.1)
+    for n in range(1, 200):
+        pacer.reserve(n * 0.5)  # one request every half second: never held back
+        pacer.on_success(n * 0.5, sent_at=n * 0.5)
+    assert pacer.rate == pytest.approx(9.7)
+
+
+def test_in_flight_429s_do_not_lengthen_the_backoff_streak() -> None:
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(1.0, sent_at=0.9)
+    for n in range(7):  # the rest of the burst, sent before the first 429 came back
+        pacer.on_throttled(1.001 + n * 0.001, sent_at=0.91 + n * 0.001)
+    assert pacer.throttle_streak == 1
+    pacer.on_throttled(2.5, sent_at=2.4)  # sent after: the gateway still says no
+    assert pacer.throttle_streak == 2
 
 
 def test_retry_budget() -> None:
@@ -503,8 +528,9 @@ def test_a_learned_window_is_kept_to_and_used(
     for start, end in periods:
         assert not any(start < t + latency / 2 < end - 1e-9 for t in sent)
     # Discovery (two), then a probe that goes too far now and then.
-    # (Probes wait 4, 8, 16, 32 windows: at most 4 go too far in 60.)
-    assert len(throttled) <= 2 + max(4, 0.02 * len(sent))
+    # Probes wait 4, 8, 16, 32 windows: at most 4 go too far in 60; a burst a
+    # fixed window's turn cut into turns even, and an even pace may step slower.
+    assert len(throttled) <= 2 + max(6, 0.02 * len(sent))
     # The last third, once learned and probed: most of the quota is used (of a
     # fixed window's, at an even pace, all but one: a window may hold one more slot).
     last_third = [t for t in sent if t >= 40 * window]

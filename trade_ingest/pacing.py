@@ -99,14 +99,18 @@ PROBE_BACK = 0.95
 HEADROOM_SHARE = 0.25
 # Learning without headers (AIMD, as TCP and AWS's adaptive retry mode): a
 # 429 cuts the rate to DECREASE of the rate that was throttled; it wins back
-# RECOVERY_SHARE of it within RECOVERY_SECONDS, then probes upwards, slowly
-# at first (PROBE_START per second) and twice as fast after each quiet
+# RECOVERY_SHARE of it within RECOVERY_SECONDS, holds there until PROBE_HOLD
+# seconds have passed since the 429 (twice as long after each cut, up to
+# PROBE_HOLD_MAX: each probe past the limit costs a 429), then probes upwards,
+# slowly at first (PROBE_START per second) and twice as fast after each quiet
 # PROBE_DOUBLING seconds without a 429.
 DECREASE = 0.85
 RECOVERY_SHARE = 0.97
 RECOVERY_SECONDS = 3.0
 PROBE_START = 0.02
 PROBE_DOUBLING = 2.0
+PROBE_HOLD = 2.0
+PROBE_HOLD_MAX = 120.0
 PROBE_MAX = 0.5
 MIN_RATE = 1e-4  # one request in about three hours
 # Until the first response tells us something, only one request is in flight.
@@ -248,6 +252,7 @@ class Pacer:
         self._successes_since_429 = 0
         self._last_increase: float | None = None
         self._probe_speed = PROBE_START
+        self._probe_hold = PROBE_HOLD
         self._quiet_since: float | None = None
         self._period_start: float | None = None
         self._low_water = math.inf
@@ -571,6 +576,14 @@ class Pacer:
             self.learned_rate = min(target, self.learned_rate + step)
             self._quiet_since = now
             return self._report("recovering")
+        if not self._pacer_bound or (
+            self._last_429 is not None and now - self._last_429 < self._probe_hold
+        ):
+            # Holding just under the ceiling before trying above it; and a rate
+            # the batch does not reach (concurrency or latency bind first) is
+            # not raised: it would say nothing of the gateway.
+            self._quiet_since = now
+            return None
         quiet_since = self._quiet_since if self._quiet_since is not None else now
         if now - quiet_since >= PROBE_DOUBLING:
             self._probe_speed = min(PROBE_MAX, self._probe_speed * 2)
@@ -587,12 +600,13 @@ class Pacer:
         so its end is when quota came back. Two hinted 429s in a row give a
         window (see LEARNED_CUT); otherwise the rate is learned and cut by AIMD.
         A 429 for a request sent before the previous 429 came back is the same
-        throttling seen again, not news: only the first of them counts.
+        throttling seen again, not news: only the first of them counts, in the
+        streak that lengthens a backoff too.
         """
         self.responded = True
-        self.throttle_streak += 1
         if not self._after_last_429(sent_at):
             return None
+        self.throttle_streak += 1
         previous, successes = self._last_pause_end, self._successes_since_429
         previous_hinted, self._last_hinted = self._last_hinted, hinted
         self._last_429 = now
@@ -624,6 +638,7 @@ class Pacer:
         else:
             self.ceiling = self.learned_rate
             self.learned_rate = max(MIN_RATE, self.learned_rate * DECREASE)
+            self._probe_hold = min(PROBE_HOLD_MAX, 2.0 * self._probe_hold)
         self._last_increase = self._quiet_since = now
         self._probe_speed = PROBE_START
         return self._report("429", ceiling_per_s=round(self.ceiling, 4))
