@@ -379,12 +379,14 @@ class Pacer:
         settled = sent_at - max(0.0, now - sent_at)
         low = bisect.bisect_right(log, sent_at - span)
         middle = bisect.bisect_left(log, settled)
-        high = bisect.bisect_right(log, sent_at)
         used = max(0, self.limit - quota.remaining)
         sent_by_now = bisect.bisect_right(log, now) - low
         if used > sent_by_now:
-            # More than we have sent in the window: others share the quota.
-            log[high:high] = [sent_at] * (used - sent_by_now)
+            # More than we have sent in the window: others share the quota (or
+            # a send of ours went unlogged). Logged as if made now: they may
+            # have reached the gateway as late as that.
+            at = bisect.bisect_right(log, now)
+            log[at:at] = [now] * (used - sent_by_now)
         elif used - 1 < middle - low:
             # ``used`` counts this request; the settled sends do not include it.
             # Forgotten while younger than half a window: not a sliding window.
