@@ -22,6 +22,7 @@ from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
+import yarl
 
 _CHUNK = 64 * 1024
 
@@ -84,6 +85,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # again on a thread for every request (two thread hops a request).
         self._proxy = proxy
         self._session: aiohttp.ClientSession | None = None
+        # Every request of a run carries the same timeouts: one ClientTimeout for each.
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -100,23 +103,33 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-            # aiohttp counts waiting for a pooled connection in ``connect``.
-            connect=(timeouts.get("pool") or 0) + (timeouts.get("connect") or 0) or None,
-        )
+        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect, read, pool = key
+            timeout = aiohttp.ClientTimeout(
+                sock_connect=connect,
+                sock_read=read,
+                # aiohttp counts waiting for a pooled connection in ``connect``.
+                connect=(pool or 0) + (connect or 0) or None,
+            )
+            if len(self._timeouts) < 64:
+                self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open()
         with _as_httpx_errors(request):
             response = await session.request(
                 request.method,
-                str(request.url),
+                # httpx's URL is percent-encoded already: yarl need not quote it again.
+                yarl.URL(str(request.url), encoded=True),
                 headers=list(request.headers.multi_items()),
                 data=request.content or None,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=self._timeout(request),
                 compress=None,
             )
         return httpx.Response(
