@@ -51,6 +51,20 @@ _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
 _URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#\"'<>]*\?)([^\s#\"'<>]+)")
 _QUERY_VALUE = re.compile(r"=[^&;]*")
 REDACTED = "***"
+# Values that hold no text: nothing in them to redact, no keys to check.
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+def _redact_credential(match: re.Match[str]) -> str:
+    return match.group(1) + match.group(2) + REDACTED
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    return match.group(1) + _QUERY_VALUE.sub("=" + REDACTED, match.group(2))
+
+
+def _redact_userinfo(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED + "@"
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,17 +102,13 @@ class Redactor:
             for secret in self._secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
-            value = _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, value)
+            value = _BEARER.sub(_redact_credential, value)
             if "://" in value:
-                value = _URL_QUERY.sub(
-                    lambda m: m.group(1) + _QUERY_VALUE.sub("=" + REDACTED, m.group(2)), value
-                )
-                value = _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", value)
+                value = _URL_QUERY.sub(_redact_query, value)
+                value = _URL_USERINFO.sub(_redact_userinfo, value)
             return value
         if isinstance(value, dict):
-            return {
-                k: REDACTED if self._is_secret_key(k) else self.scrub(v) for k, v in value.items()
-            }
+            return self._scrub_dict(value)
         if isinstance(value, list | tuple):
             # A header as a (name, value) pair: the name says whether the value is secret.
             if len(value) == 2 and self._is_secret_key(value[0]):
@@ -106,11 +116,26 @@ class Redactor:
             return [self.scrub(v) for v in value]
         return value
 
+    def _scrub_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        """``scrub`` of a dict: what an event is, so the common cases come first."""
+        known = self._secret_key
+        scrubbed = {}
+        for key, item in value.items():
+            secret = known.get(key) if isinstance(key, str) else False
+            if secret is None:
+                secret = self._is_secret_key(key)
+            if secret:
+                scrubbed[key] = REDACTED
+            elif type(item) in _PLAIN:
+                scrubbed[key] = item
+            else:
+                scrubbed[key] = self.scrub(item)
+        return scrubbed
+
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        scrubbed: MutableMapping[str, Any] = self.scrub(dict(event_dict))
-        return scrubbed
+        return self._scrub_dict(dict(event_dict))
 
 
 class CoreFields:
@@ -184,10 +209,19 @@ def read_chain_head(path: Path) -> ChainHead:
 
 def _only_text_keys(value: Any) -> bool:
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _only_text_keys(v) for k, v in value.items())
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return False
+            if type(item) not in _PLAIN and not _only_text_keys(item):
+                return False
+        return True
     if isinstance(value, list | tuple):
         return all(_only_text_keys(v) for v in value)
     return True
+
+
+# One encoder for every event: ``json.dumps`` with options builds a new one each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 class HashChain:
@@ -203,13 +237,7 @@ class HashChain:
         event_dict["prev_hash"] = self.head
         try:
             if _only_text_keys(event_dict):
-                body = json.dumps(
-                    event_dict,
-                    sort_keys=True,
-                    separators=(",", ":"),
-                    ensure_ascii=True,
-                    default=str,
-                )
+                body = _CANONICAL.encode(event_dict)
             else:
                 raise TypeError
         except TypeError:
