@@ -14,9 +14,8 @@ decoded bytes against ``max_body_bytes`` (a gzip bomb is still cut off).
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -25,29 +24,34 @@ import httpx
 import yarl
 
 _CHUNK = 64 * 1024
+# Headers aiohttp would add to a request that lacks them; httpx's client sets both.
+_HTTPX_SETS = ("User-Agent", "Accept-Encoding")
 
 
-@contextlib.contextmanager
-def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
-    """aiohttp's exceptions as httpx's, most specific first."""
-    try:
-        yield
-    except httpx.HTTPError:
-        raise
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or "read timeout", request=request) from exc
-    except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS certificate
-        raise httpx.ConnectError(str(exc), request=request) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
-    except aiohttp.ClientResponseError as exc:  # a response aiohttp could not parse
-        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-    except (aiohttp.ClientOSError, ConnectionError) as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(str(exc) or type(exc).__name__, request=request) from exc
+def _as_httpx_error(exc: Exception, request: httpx.Request) -> Exception:
+    """An aiohttp exception as httpx's of the same meaning, most specific first."""
+    if isinstance(exc, httpx.HTTPError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(exc) or "connect timeout", request=request)
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(str(exc) or "read timeout", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS certificate
+        return httpx.ConnectError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request)
+    if isinstance(exc, aiohttp.ClientResponseError):  # a response aiohttp could not parse
+        return httpx.RemoteProtocolError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        return httpx.ReadError(str(exc) or type(exc).__name__, request=request)
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.TransportError(str(exc) or type(exc).__name__, request=request)
+    return exc
+
+
+# What ``_as_httpx_error`` translates (anything else passes through untouched). A try
+# statement, not a context manager: this runs on every request and every body.
+_TRANSLATED = (httpx.HTTPError, TimeoutError, ConnectionError, aiohttp.ClientError)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -56,9 +60,14 @@ class _Body(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx_errors(self._request):
+        try:
             async for chunk in self._response.content.iter_chunked(_CHUNK):
                 yield chunk
+        except _TRANSLATED as exc:
+            translated = _as_httpx_error(exc, self._request)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     async def aclose(self) -> None:
         self._response.release()
@@ -99,7 +108,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 proxy=self._proxy,
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
         return self._session
 
@@ -121,17 +129,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open()
-        with _as_httpx_errors(request):
+        headers = request.headers
+        # httpx sends these itself; aiohttp adds its own only where httpx's request has none.
+        skip = [name for name in _HTTPX_SETS if name not in headers] or None
+        try:
             response = await session.request(
                 request.method,
                 # httpx's URL is percent-encoded already: yarl need not quote it again.
                 yarl.URL(str(request.url), encoded=True),
-                headers=list(request.headers.multi_items()),
+                headers=list(headers.multi_items()),
+                skip_auto_headers=skip,
                 data=request.content or None,
                 allow_redirects=False,
                 timeout=self._timeout(request),
                 compress=None,
             )
+        except _TRANSLATED as exc:
+            translated = _as_httpx_error(exc, request)
+            if translated is exc:
+                raise
+            raise translated from exc
         return httpx.Response(
             status_code=response.status,
             headers=list(response.raw_headers),
