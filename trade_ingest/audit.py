@@ -29,7 +29,7 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,7 +116,7 @@ class Redactor:
             return [self.scrub(v) for v in value]
         return value
 
-    def _scrub_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+    def _scrub_dict(self, value: Mapping[Any, Any]) -> dict[Any, Any]:
         """``scrub`` of a dict: what an event is, so the common cases come first."""
         known = self._secret_key
         scrubbed = {}
@@ -135,7 +135,7 @@ class Redactor:
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        return self._scrub_dict(dict(event_dict))
+        return self._scrub_dict(event_dict)
 
 
 class CoreFields:
