@@ -2,8 +2,9 @@
 
 Measured on loopback (``tests/bench/bench_throughput.py``), httpx's own
 transport (httpcore over anyio) costs about three times the CPU a request of
-aiohttp's, and it is most of what a trade costs us. Opt in with
-``http_transport = "aiohttp"`` (``pip install 'trade-ingest[fast]'``).
+aiohttp's, and it was most of what a trade cost us. It is the default
+(``http_transport = "aiohttp"``); ``http_transport = "httpcore"`` goes back to
+httpx's own transport (which respx mocks).
 
 Every aiohttp failure is raised as the httpx exception of the same meaning,
 so ``fetch`` classifies causes the same way whichever transport runs: a server
@@ -109,6 +110,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 proxy=self._proxy,
                 auto_decompress=False,
             )
+            if hasattr(self._session, "_retry_connection"):
+                # aiohttp sends an idempotent request again, unseen, when a kept-alive
+                # connection drops; httpcore does not. The retry is ours to decide and
+                # record (cause ``connection_closed``), as on httpcore. (aiohttp's own
+                # test client turns it off the same way.)
+                self._session._retry_connection = False
         return self._session
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
