@@ -128,7 +128,7 @@ def build_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
         except ImportError:
             raise ConfigError(
                 "setting 'http_transport' is aiohttp, but aiohttp is not installed; "
-                "pip install 'trade-ingest[fast]', or set http_transport = \"httpcore\""
+                'install aiohttp (a dependency of trade-ingest), or set http_transport = "httpcore"'
             ) from None
         proxy = environment_proxy(settings.base_url) if trust_env else None
         transport = AiohttpTransport(verify=verify, limits=limits, proxy=proxy)
