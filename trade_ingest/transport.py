@@ -26,7 +26,7 @@ import yarl
 
 _CHUNK = 64 * 1024
 # Headers aiohttp would add to a request that lacks them; httpx's client sets both.
-_HTTPX_SETS = ("User-Agent", "Accept-Encoding")
+_HTTPX_SETS = ("user-agent", "accept-encoding")
 
 
 def _as_httpx_error(exc: Exception, request: httpx.Request) -> Exception:
@@ -61,8 +61,13 @@ class _Body(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
         try:
-            async for chunk in self._response.content.iter_chunked(_CHUNK):
+            if content.is_eof():  # all of it arrived already (a small body): no waiting
+                while chunk := content.read_nowait(_CHUNK):
+                    yield chunk
+                return
+            async for chunk in content.iter_chunked(_CHUNK):
                 yield chunk
         except _TRANSLATED as exc:
             translated = _as_httpx_error(exc, self._request)
@@ -136,15 +141,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open()
-        headers = request.headers
+        headers = request.headers.multi_items()  # names in lower case
         # httpx sends these itself; aiohttp adds its own only where httpx's request has none.
-        skip = [name for name in _HTTPX_SETS if name not in headers] or None
+        names = {name for name, _ in headers}
+        skip = [name for name in _HTTPX_SETS if name not in names] or None
         try:
             response = await session.request(
                 request.method,
                 # httpx's URL is percent-encoded already: yarl need not quote it again.
                 yarl.URL(str(request.url), encoded=True),
-                headers=list(headers.multi_items()),
+                headers=headers,
                 skip_auto_headers=skip,
                 data=request.content or None,
                 allow_redirects=False,
