@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from trade_ingest.config import Settings
 from trade_ingest.fetch import USER_AGENT, TradeUrls, _ResponseHeaders, build_client, trade_path
 from trade_ingest.policy import parse_quota
+from trade_ingest.sinks import result_line, utc_rfc3339
 
 BASES = [
     "http://gateway.test",
@@ -127,3 +129,26 @@ async def test_aiohttp_sends_the_headers_httpcore_sends() -> None:
     assert ("idempotency-key", "k") in first
     assert ("authorization", "Bearer s3cret") in first
     assert "accept-encoding" not in dict(second)
+
+
+@given(
+    trade_id=st.text(st.characters(blacklist_categories=())),
+    batch_id=st.text(),
+    fetched_at=st.floats(0, 4e9),
+    attempts=st.integers(1, 100),
+)
+def test_result_line_is_what_json_dumps_writes(
+    trade_id: str, batch_id: str, fetched_at: float, attempts: int
+) -> None:
+    """The result line built by hand is byte for byte the json.dumps form it replaced."""
+    head = json.dumps(
+        {
+            "trade_id": trade_id,
+            "batch_id": batch_id,
+            "fetched_at": utc_rfc3339(fetched_at, digits=3),
+            "attempts": attempts,
+        },
+        separators=(",", ":"),
+    )
+    expected = (head[:-1] + ',"trade":{"price":"84.35"}}\n').encode()
+    assert result_line(trade_id, batch_id, fetched_at, attempts, '{"price":"84.35"}') == expected
