@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,9 +12,12 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import respx
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trade_ingest.audit import AuditLog, ChainHead, CoreFields, HashChain, Redactor
+from trade_ingest.clock import FakeClock
 from trade_ingest.config import Settings
 from trade_ingest.fetch import USER_AGENT, TradeUrls, _ResponseHeaders, build_client, trade_path
 from trade_ingest.policy import parse_quota
@@ -152,3 +156,36 @@ def test_result_line_is_what_json_dumps_writes(
     )
     expected = (head[:-1] + ',"trade":{"price":"84.35"}}\n').encode()
     assert result_line(trade_id, batch_id, fetched_at, attempts, '{"price":"84.35"}') == expected
+
+
+def test_audit_lines_are_what_structlog_writes_with_the_same_processors() -> None:
+    """emit runs the processors directly: the lines are those of structlog's own logger."""
+    events: list[tuple[str, dict[str, object]]] = [
+        ("batch.started", {"settings": {"token": "s3cret", "concurrency": 4}}),
+        ("trade.attempt", {"trade_id": "T1", "attempt": 1, "outcome": "ok", "latency_ms": 1.5}),
+        ("trade.failed", {"trade_id": "T2", "error": "Bearer s3cret at https://u:p@h/?k=v"}),
+        ("odd.keys", {"mapping": {1: "a", "b": [("Authorization", "x")]}}),
+    ]
+    clock = FakeClock()
+    stream = io.StringIO()
+    audit = AuditLog(stream, "B1", clock, ["s3cret"], key=b"k")
+    for event, fields in events:
+        audit.emit(event, **fields)
+
+    class Lines:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def info(self, line: str) -> None:
+            self.lines.append(line)
+
+    lines = Lines()
+    logger = structlog.wrap_logger(
+        lines,
+        processors=[CoreFields("B1", clock), Redactor(["s3cret"]), HashChain(ChainHead(), b"k")],
+        wrapper_class=structlog.BoundLogger,
+        context_class=dict,
+    )
+    for event, fields in events:
+        logger.info(event, **fields)
+    assert stream.getvalue().splitlines() == lines.lines

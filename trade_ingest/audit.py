@@ -1,4 +1,5 @@
-"""The audit log: one JSON line per thing that happened, hash-chained, written with structlog.
+"""The audit log: one JSON line per thing that happened, hash-chained, rendered by structlog
+processors.
 
 Every event carries ``timestamp`` (UTC, RFC 3339, ``Z``), ``event`` and
 ``batch_id``; trade events add ``trade_id`` and ``attempt``. Secrets are
@@ -34,8 +35,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-
-import structlog
 
 from trade_ingest.clock import Clock
 from trade_ingest.errors import OutputError, OutputWriteError
@@ -251,7 +250,7 @@ class HashChain:
 
 
 class _HeldLines:
-    """structlog's logger for us: rendered events wait here until ``flush`` writes them
+    """The logger for us: rendered events wait here until ``flush`` writes them
     with one call, so a trade costs no write of its own (the pipeline flushes every
     few milliseconds, and always before the results they describe)."""
 
@@ -296,13 +295,7 @@ class AuditLog:
         self.first_seq = self.chain.next_seq
         self._held = _HeldLines(stream)
         self._hold = hold
-        self._logger = structlog.wrap_logger(
-            self._held,
-            processors=[CoreFields(batch_id, clock), self.redactor, self.chain],
-            wrapper_class=structlog.BoundLogger,
-            context_class=dict,
-            cache_logger_on_first_use=True,
-        )
+        self._core = CoreFields(batch_id, clock)
 
     @property
     def head(self) -> str:
@@ -314,7 +307,12 @@ class AuditLog:
         return self.chain.next_seq - self.first_seq
 
     def emit(self, event: str, **fields: Any) -> None:
-        self._logger.info(event, **fields)
+        # The processors run as structlog would run them (``structlog.wrap_logger(held,
+        # processors=[core, redactor, chain])`` writes the same lines), called directly:
+        # structlog's BoundLogger dispatch was about 4% of a trade's CPU.
+        fields["event"] = event
+        scrubbed = self.redactor(None, "info", self._core(None, "info", fields))
+        self._held.msg(self.chain(None, "info", scrubbed))
         if not self._hold:
             self.flush()
 
