@@ -3,6 +3,7 @@
     python -m tests.bench.bench_throughput                       # 10k and 100k IDs
     python -m tests.bench.bench_throughput --sizes 10000,100000,1000000
     python -m tests.bench.bench_throughput --clients trade-ingest/aiohttp --sizes 1000000
+    python -m tests.bench.bench_throughput --sizes 20000 --repeat 3   # medians, on a noisy machine
 
 The simulated gateway runs in its own process, with no rate limit and no
 latency, so the client is the bottleneck. Each client runs in its own process
