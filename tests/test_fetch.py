@@ -43,7 +43,8 @@ class Harness:
         return events
 
 
-SETTINGS = Settings(base_url=BASE, release_jitter=0.0, max_attempts=4)
+# respx mocks httpcore, httpx's own transport: these tests pin it.
+SETTINGS = Settings(base_url=BASE, release_jitter=0.0, max_attempts=4, http_transport="httpcore")
 
 
 @pytest.mark.anyio
@@ -212,7 +213,7 @@ async def test_pool_timeout_is_called_local() -> None:
 @pytest.mark.anyio
 async def test_long_retry_after_defers_the_trade_and_the_batch() -> None:
     """A hint over max_wait defers this trade, and the next one without sending."""
-    h = Harness(Settings(base_url=BASE, max_wait=60.0))
+    h = Harness(Settings(base_url=BASE, max_wait=60.0, http_transport="httpcore"))
     with respx.mock(base_url=BASE) as mock:
         route = mock.get(url__regex=r".*").mock(
             return_value=httpx.Response(429, headers={"Retry-After": "3600"})
@@ -250,7 +251,7 @@ async def test_garbage_retry_after_falls_back_to_backoff_and_is_logged() -> None
 @pytest.mark.anyio
 async def test_oversized_body_is_cut_off() -> None:
     """A body over max_body_bytes is refused, never written."""
-    h = Harness(Settings(base_url=BASE, max_body_bytes=100))
+    h = Harness(Settings(base_url=BASE, max_body_bytes=100, http_transport="httpcore"))
     with respx.mock(base_url=BASE) as mock:
         mock.get("/trades/T1").mock(
             return_value=httpx.Response(200, json={"trade_id": "T1", "x": "y" * 500})

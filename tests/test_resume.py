@@ -234,14 +234,20 @@ def _limit_file_size(limit: int) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-def test_full_disk_exits_74_and_a_rerun_completes_without_duplicates(
-    tmp_path: Path, gateway: SimulatedGateway
-) -> None:
+def test_full_disk_exits_74_and_a_rerun_completes_without_duplicates(tmp_path: Path) -> None:
     """Files stop growing mid-run (RLIMIT_FSIZE, as a full disk): exit 74, one clear line,
-    only whole records left; the next run resumes and nothing is written twice."""
+    only whole records left; the next run resumes and nothing is written twice.
+
+    A gateway taking 5 ms a trade, 2 at a time: the first flush (50 ms) comes before the
+    audit log reaches the limit, so some results are written, however fast the client."""
     ids = [f"T{n}" for n in range(300)]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    args = ["ids.txt", "--base-url", gateway.base_url, "-o", "trades.jsonl", "-q"]
+    with SimulatedGateway.in_thread(GatewayConfig(latency_ms=5)) as gateway:
+        _fill_the_disk_then_resume(tmp_path, gateway, ids)
+
+
+def _fill_the_disk_then_resume(tmp_path: Path, gateway: SimulatedGateway, ids: list[str]) -> None:
+    args = ["ids.txt", "--base-url", gateway.base_url, "-o", "trades.jsonl", "-q", "-c", "2"]
     full = _run_cli(
         [*args, "--audit-log", "a1.jsonl"],
         cwd=tmp_path,

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from trade_ingest.errors import ConfigError, ExitCode
 from trade_ingest.fetch import build_client
 from trade_ingest.pipeline import Job, run_job
 from trade_ingest.simulator import GatewayConfig, SimulatedGateway
+from trade_ingest.transport import AiohttpTransport
 
 pytestmark = pytest.mark.integration
 
@@ -125,10 +127,17 @@ async def test_trust_env_decides_whether_proxy_variables_count(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     url = "https://gateway.example"
-    async with build_client(Settings(base_url=url), None) as client:
+    httpcore = Settings(base_url=url, http_transport="httpcore")
+    async with build_client(httpcore, None) as client:
         assert client._transport_for_url(client._merge_url(url)) is not client._transport
-    async with build_client(Settings(base_url=url, trust_env=False), None) as client:
+    async with build_client(replace(httpcore, trust_env=False), None) as client:
         assert client._transport_for_url(client._merge_url(url)) is client._transport
+    async with build_client(Settings(base_url=url, http_transport="aiohttp"), None) as client:
+        assert isinstance(client._transport, AiohttpTransport)
+        assert client._transport._proxy == "http://127.0.0.1:3128"
+    async with build_client(Settings(base_url=url, trust_env=False), None) as client:
+        assert isinstance(client._transport, AiohttpTransport)
+        assert client._transport._proxy is None
 
 
 HOSTILE_IDS = [

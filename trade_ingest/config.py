@@ -63,8 +63,9 @@ class Settings:
     ca_bundle: str = ""
     # Honour HTTP(S)_PROXY / ALL_PROXY / NO_PROXY and SSL_CERT_FILE from the environment.
     trust_env: bool = True
-    # What carries httpx's requests: "httpcore" (httpx's own) or "aiohttp" (a third of the CPU).
-    http_transport: str = "httpcore"
+    # What carries httpx's requests: "aiohttp" (about half the CPU a trade) or "httpcore"
+    # (httpx's own transport: what respx and other httpx mocking tools intercept).
+    http_transport: str = "aiohttp"
     # "auto": uvloop when it is installed, else asyncio's loop; "uvloop" or "asyncio" to choose.
     event_loop: str = "auto"
     # The environment variable holding a key for the audit log's chain (HMAC-SHA256).

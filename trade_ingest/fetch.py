@@ -11,7 +11,9 @@ import asyncio
 import hashlib
 import random
 import ssl
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import quote
 
 import httpx
@@ -62,6 +64,52 @@ def tls_verification(settings: Settings) -> ssl.SSLContext | bool:
         raise ConfigError(f"setting 'ca_bundle': cannot load {settings.ca_bundle}: {exc}") from None
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, which looks at a response only when it sets a cookie.
+
+    httpx wraps every response and its request for ``http.cookiejar`` (a
+    ``urllib`` request, the URL parsed again), which finds no ``Set-Cookie``
+    and does nothing: about a twentieth of a trade's CPU. Cookies a gateway
+    does set are kept and sent back as before.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class TradeUrls:
+    """``/trades/{id}`` on the client's ``base_url``, as the ``httpx.URL`` httpx would build.
+
+    httpx parses a relative URL, then the merged one again (about a twentieth of
+    a trade's CPU). The trade's path is percent-encoded by ``trade_path`` already,
+    so it takes the place of the base URL's path in httpx's parsed form instead.
+    Checked once against httpx's own merge; where it could differ (a base URL
+    with a query, an ID of dots, another httpx), httpx merges it as before.
+    """
+
+    _PROBE = "EEX-1/2 ?#%41\u00e9.."
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        base = client.base_url
+        reference = getattr(base, "_uri_reference", None)
+        self._reference = None if base.query or not base.raw_path.endswith(b"/") else reference
+        if self._reference is not None:
+            self._prefix = base.raw_path.decode("ascii")[:-1]
+            if client.build_request("GET", trade_path(self._PROBE)).url != self.url(self._PROBE):
+                self._reference = None
+
+    def url(self, trade_id: str) -> httpx.URL | str:
+        """What to pass httpx for ``trade_id``: a URL ready made, or the path for httpx to merge."""
+        path = trade_path(trade_id)
+        if self._reference is None or trade_id in (".", ".."):
+            return path
+        url = httpx.URL.__new__(httpx.URL)
+        url._uri_reference = self._reference._replace(path=self._prefix + path)
+        return url
+
+
 def build_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
     """One client a run: pool sized to the concurrency, keep-alive, no redirects."""
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
@@ -80,12 +128,12 @@ def build_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
         except ImportError:
             raise ConfigError(
                 "setting 'http_transport' is aiohttp, but aiohttp is not installed; "
-                "pip install 'trade-ingest[fast]', or set http_transport = \"httpcore\""
+                'install aiohttp (a dependency of trade-ingest), or set http_transport = "httpcore"'
             ) from None
         proxy = environment_proxy(settings.base_url) if trust_env else None
         transport = AiohttpTransport(verify=verify, limits=limits, proxy=proxy)
         trust_env = False  # the transport was given the environment's proxy
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         verify=verify,
         trust_env=trust_env,
         transport=transport,
@@ -100,6 +148,8 @@ def build_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
         limits=limits,
         follow_redirects=False,
     )
+    client._cookies = _Cookies()
+    return client
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +169,37 @@ class Failed:
     error: str
 
 
+class _ResponseHeaders(Mapping[str, str]):
+    """A response's headers for the policy to read: a lookup is one dict lookup.
+
+    ``httpx.Headers`` scans its raw list, decoding, for every lookup, and the
+    policy looks up about ten names on every response. Names are matched
+    case-insensitively and repeated fields joined with ", ", as httpx does.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, headers: httpx.Headers) -> None:
+        self._fields = dict(headers.items())
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     status: int | None
     cause: Cause | None
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     body: str
     error: str
 
@@ -178,6 +254,7 @@ class TradeFetcher:
         deadline_at: float | None = None,
     ) -> None:
         self._client = client
+        self._urls = TradeUrls(client)
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
         self._gate = gate
@@ -192,40 +269,40 @@ class TradeFetcher:
 
     async def _attempt(self, trade_id: str) -> _Attempt:
         headers = {"Idempotency-Key": idempotency_key(trade_id)}
-        empty = httpx.Headers()
         try:
             async with (
                 asyncio.timeout(self._settings.attempt_timeout),
-                self._client.stream("GET", trade_path(trade_id), headers=headers) as response,
+                self._client.stream("GET", self._urls.url(trade_id), headers=headers) as response,
             ):
                 status = response.status_code
                 cause = classify_status(status)
+                received = _ResponseHeaders(response.headers)
                 cap = self._settings.max_body_bytes if cause is None else _ERROR_BODY_CAP
                 try:
                     raw = await _read_capped(response, cap)
                 except _BodyTooLarge:
                     if cause is not None:  # an error status says enough without its body
-                        return _Attempt(status, cause, response.headers, "", "")
+                        return _Attempt(status, cause, received, "", "")
                     return _Attempt(
                         status,
                         Cause.BODY_TOO_LARGE,
-                        response.headers,
+                        received,
                         "",
                         f"body larger than max_body_bytes ({self._settings.max_body_bytes})",
                     )
                 if cause is not None:
-                    return _Attempt(status, cause, response.headers, "", "")
+                    return _Attempt(status, cause, received, "", "")
                 try:
                     body = check_trade_body(raw, trade_id)
                 except InvalidBody as exc:
-                    return _Attempt(status, Cause.INVALID_BODY, response.headers, "", str(exc))
-                return _Attempt(status, None, response.headers, body, "")
+                    return _Attempt(status, Cause.INVALID_BODY, received, "", str(exc))
+                return _Attempt(status, None, received, body, "")
         except TimeoutError:
             limit = self._settings.attempt_timeout
-            return _Attempt(None, Cause.TIMEOUT, empty, "", f"attempt took over {limit:g}s")
+            return _Attempt(None, Cause.TIMEOUT, _NO_HEADERS, "", f"attempt took over {limit:g}s")
         except httpx.HTTPError as exc:
             cause = _transport_cause(exc)
-            return _Attempt(None, cause, empty, "", f"{type(exc).__name__}: {exc}"[:300])
+            return _Attempt(None, cause, _NO_HEADERS, "", f"{type(exc).__name__}: {exc}"[:300])
 
     def past_deadline(self, moment: float) -> bool:
         return self.deadline_at is not None and moment > self.deadline_at

@@ -141,6 +141,9 @@ class JsonlWriter:
         self._handle = None
 
 
+_json_text = json.encoder.encode_basestring_ascii  # a str as JSON text, as json.dumps writes it
+
+
 def _compact_json(body: str) -> str:
     """One line of JSON text with every number exactly as the gateway wrote it.
 
@@ -158,16 +161,12 @@ def _compact_json(body: str) -> str:
 
 def result_line(trade_id: str, batch_id: str, fetched_at: float, attempts: int, body: str) -> bytes:
     """``{"trade_id","batch_id","fetched_at","attempts","trade"}``; ``body`` is validated JSON."""
-    head = json.dumps(
-        {
-            "trade_id": trade_id,
-            "batch_id": batch_id,
-            "fetched_at": utc_rfc3339(fetched_at, digits=3),
-            "attempts": attempts,
-        },
-        separators=(",", ":"),
-    )
-    return (head[:-1] + ',"trade":' + _compact_json(body) + "}\n").encode()
+    # What json.dumps(..., separators=(",", ":")) writes, without building an encoder a line.
+    return (
+        f'{{"trade_id":{_json_text(trade_id)},"batch_id":{_json_text(batch_id)},'
+        f'"fetched_at":"{utc_rfc3339(fetched_at, digits=3)}","attempts":{int(attempts)},'
+        f'"trade":{_compact_json(body)}}}\n'
+    ).encode()
 
 
 def failure_line(

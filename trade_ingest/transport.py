@@ -2,8 +2,9 @@
 
 Measured on loopback (``tests/bench/bench_throughput.py``), httpx's own
 transport (httpcore over anyio) costs about three times the CPU a request of
-aiohttp's, and it is most of what a trade costs us. Opt in with
-``http_transport = "aiohttp"`` (``pip install 'trade-ingest[fast]'``).
+aiohttp's, and it was most of what a trade cost us. It is the default
+(``http_transport = "aiohttp"``); ``http_transport = "httpcore"`` goes back to
+httpx's own transport (which respx mocks).
 
 Every aiohttp failure is raised as the httpx exception of the same meaning,
 so ``fetch`` classifies causes the same way whichever transport runs: a server
@@ -14,39 +15,44 @@ decoded bytes against ``max_body_bytes`` (a gzip bomb is still cut off).
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
+import yarl
 
 _CHUNK = 64 * 1024
+# Headers aiohttp would add to a request that lacks them; httpx's client sets both.
+_HTTPX_SETS = ("user-agent", "accept-encoding")
 
 
-@contextlib.contextmanager
-def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
-    """aiohttp's exceptions as httpx's, most specific first."""
-    try:
-        yield
-    except httpx.HTTPError:
-        raise
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or "read timeout", request=request) from exc
-    except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS certificate
-        raise httpx.ConnectError(str(exc), request=request) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
-    except aiohttp.ClientResponseError as exc:  # a response aiohttp could not parse
-        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-    except (aiohttp.ClientOSError, ConnectionError) as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(str(exc) or type(exc).__name__, request=request) from exc
+def _as_httpx_error(exc: Exception, request: httpx.Request) -> Exception:
+    """An aiohttp exception as httpx's of the same meaning, most specific first."""
+    if isinstance(exc, httpx.HTTPError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(exc) or "connect timeout", request=request)
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(str(exc) or "read timeout", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS certificate
+        return httpx.ConnectError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request)
+    if isinstance(exc, aiohttp.ClientResponseError):  # a response aiohttp could not parse
+        return httpx.RemoteProtocolError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        return httpx.ReadError(str(exc) or type(exc).__name__, request=request)
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.TransportError(str(exc) or type(exc).__name__, request=request)
+    return exc
+
+
+# What ``_as_httpx_error`` translates (anything else passes through untouched). A try
+# statement, not a context manager: this runs on every request and every body.
+_TRANSLATED = (httpx.HTTPError, TimeoutError, ConnectionError, aiohttp.ClientError)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -55,9 +61,19 @@ class _Body(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx_errors(self._request):
-            async for chunk in self._response.content.iter_chunked(_CHUNK):
+        content = self._response.content
+        try:
+            if content.is_eof():  # all of it arrived already (a small body): no waiting
+                while chunk := content.read_nowait(_CHUNK):
+                    yield chunk
+                return
+            async for chunk in content.iter_chunked(_CHUNK):
                 yield chunk
+        except _TRANSLATED as exc:
+            translated = _as_httpx_error(exc, self._request)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     async def aclose(self) -> None:
         self._response.release()
@@ -84,6 +100,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # again on a thread for every request (two thread hops a request).
         self._proxy = proxy
         self._session: aiohttp.ClientSession | None = None
+        # Every request of a run carries the same timeouts: one ClientTimeout for each.
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -96,29 +114,54 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 proxy=self._proxy,
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
+            if hasattr(self._session, "_retry_connection"):
+                # aiohttp sends an idempotent request again, unseen, when a kept-alive
+                # connection drops; httpcore does not. The retry is ours to decide and
+                # record (cause ``connection_closed``), as on httpcore. (aiohttp's own
+                # test client turns it off the same way.)
+                self._session._retry_connection = False
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-            # aiohttp counts waiting for a pooled connection in ``connect``.
-            connect=(timeouts.get("pool") or 0) + (timeouts.get("connect") or 0) or None,
-        )
+        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect, read, pool = key
+            timeout = aiohttp.ClientTimeout(
+                sock_connect=connect,
+                sock_read=read,
+                # aiohttp counts waiting for a pooled connection in ``connect``.
+                connect=(pool or 0) + (connect or 0) or None,
+            )
+            if len(self._timeouts) < 64:
+                self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open()
-        with _as_httpx_errors(request):
+        headers = request.headers.multi_items()  # names in lower case
+        # httpx sends these itself; aiohttp adds its own only where httpx's request has none.
+        names = {name for name, _ in headers}
+        skip = [name for name in _HTTPX_SETS if name not in names] or None
+        try:
             response = await session.request(
                 request.method,
-                str(request.url),
-                headers=list(request.headers.multi_items()),
+                # httpx's URL is percent-encoded already: yarl need not quote it again.
+                yarl.URL(str(request.url), encoded=True),
+                headers=headers,
+                skip_auto_headers=skip,
                 data=request.content or None,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=self._timeout(request),
                 compress=None,
             )
+        except _TRANSLATED as exc:
+            translated = _as_httpx_error(exc, request)
+            if translated is exc:
+                raise
+            raise translated from exc
         return httpx.Response(
             status_code=response.status,
             headers=list(response.raw_headers),
