@@ -159,7 +159,8 @@ def test_result_line_is_what_json_dumps_writes(
 
 
 def test_audit_lines_are_what_structlog_writes_with_the_same_processors() -> None:
-    """emit runs the processors directly: the lines are those of structlog's own logger."""
+    """The lines are those of structlog's own logger with the same processors, whatever
+    path emit takes to them."""
     events: list[tuple[str, dict[str, object]]] = [
         ("batch.started", {"settings": {"token": "s3cret", "concurrency": 4}}),
         ("trade.attempt", {"trade_id": "T1", "attempt": 1, "outcome": "ok", "latency_ms": 1.5}),
