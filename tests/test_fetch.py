@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -280,7 +281,7 @@ async def test_redirect_is_not_followed() -> None:
 async def test_a_named_wait_releases_together_and_our_backoff_spreads() -> None:
     """Retry-After says when the quota is back: no release jitter then. A 429 without a
     hint pauses for our own backoff, whose end is a guess: workers come back spread."""
-    settings = Settings(base_url=BASE, release_jitter=0.4, max_attempts=4)
+    settings = replace(SETTINGS, release_jitter=0.4)
     h = Harness(settings)
     with respx.mock(base_url=BASE) as mock:
         mock.get("/trades/T1").mock(
