@@ -455,10 +455,8 @@ class TradeFetcher:
         )
         if result.status is not None:
             wall = clock.wall()
-            self.server_clock = self.server_clock.observe(
-                result.headers.get("date"), sent_wall, wall
-            )
-            server_clock = self.server_clock
+            server_clock = self.server_clock.observe(result.headers.get("date"), sent_wall, wall)
+            self.server_clock = server_clock
             quota = parse_quota(
                 result.headers, wall, server_clock.earliest(wall), server_clock.spread
             )

@@ -271,7 +271,8 @@ class Pacer:
         self._probe_at: float | None = None
         self._forget_upto = -math.inf
         # Learned without headers (see LEARNED_CUT): the send times of the
-        # successes since the last throttle, and when to try a shorter window.
+        # successes since the last hinted throttle's end (only they can be
+        # measured), and when to try a shorter window.
         self.window_learned = False
         self._recent_sends: list[float] = []
         self._last_hinted = False
@@ -560,7 +561,7 @@ class Pacer:
         self.throttle_streak = 0
         if self._after_last_429(sent_at):
             self._successes_since_429 += 1
-        if not self.headers_seen and not self.window_learned:
+        if self._last_hinted and not self.headers_seen and not self.window_learned:
             recent = self._recent_sends
             recent.append(sent_at)
             if len(recent) > 2 * RECENT_SENDS_KEPT:
