@@ -551,3 +551,98 @@ def test_an_epoch_reset_read_on_an_unsettled_clock_gives_way_to_a_sure_one() -> 
     assert pacer.window_estimate == 1.0
     pacer.on_quota(0.04, Quota(limit=40, remaining=36, reset=2.4, reset_error=0.02), sent_at=0.03)
     assert pacer.window_estimate == 2.0
+
+
+def test_a_window_reset_is_waited_out_a_token_refill_is_not() -> None:
+    """Spent, on a rate from an unsure window: a reset far longer than one request's
+    share of the window (beyond the reset's own error) is the window's end, so the batch
+    waits for it; one within a second of that share is a bucket's rounded-up refill, so
+    the batch waits one paced slot per request in flight instead."""
+    window_end = Pacer()
+    window_end.reserve(0.0)
+    window_end.on_quota(0.01, Quota(limit=40, remaining=39, reset=3.0, reset_error=1.0), 0.0)
+    spent = Quota(limit=40, remaining=0, reset=2.9, reset_error=1.0)
+    assert window_end.on_quota(0.1, spent, sent_at=0.09)[1] == pytest.approx(2.9)
+    refill = Pacer()
+    refill.reserve(0.0)
+    refill.on_quota(0.01, Quota(limit=10, remaining=9, reset=1.0), sent_at=0.0)
+    refill.in_flight = 3
+    _, pause = refill.on_quota(0.1, Quota(limit=10, remaining=0, reset=1.0), sent_at=0.09)
+    assert pause == pytest.approx(4 / (10 / 1.0 * 0.97))
+
+
+def test_slots_paced_before_the_send_log_starts_still_count_in_it() -> None:
+    """Workers holding slots the rate handed out send then, after the log has started:
+    the log counts them, so the window's quota is not spent twice."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=4, remaining=0, reset=3.0, reset_error=1.0), 0.0)
+    paced = slots(pacer, 0.02, 4)
+    assert paced[0] == 0.02
+    assert all(later > 0.02 for later in paced[1:])
+    pacer.in_flight = 1
+    pacer.on_quota(0.04, Quota(limit=4, remaining=2, reset=2.0), sent_at=0.02)
+    assert pacer.logging
+    # Two counted by the gateway, the one in flight and three still due: no room
+    # until the oldest of the log ages out.
+    assert pacer.reserve(0.04) == pytest.approx(0.04 + 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+
+
+def _spent_log(limit: int) -> Pacer:
+    """A pacer on a stated 2 s window whose quota went out at 0.01."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit, limit - 1, reset=2.0, window=2.0), sent_at=0.0)
+    slots(pacer, 0.01, limit - 1)
+    return pacer
+
+
+def test_a_sooner_reset_gets_one_request_however_many_answers_say_so() -> None:
+    """Answers to requests sent before the one promised all repeat the promise; only
+    the answer to that request (or a later one) may promise another."""
+    pacer = _spent_log(4)
+    pacer.on_quota(0.03, Quota(limit=4, remaining=0, reset=1.0, window=2.0), sent_at=0.01)
+    promised = pacer.reserve(0.03)
+    assert promised == pytest.approx(1.03 + WINDOW_GUARD)
+    for late in (0.04, 0.05, 0.06):
+        pacer.on_quota(late, Quota(limit=4, remaining=0, reset=1.0, window=2.0), sent_at=0.01)
+        assert pacer.reserve(late) > 2.0
+    pacer.on_quota(1.06, Quota(limit=4, remaining=0, reset=0.5, window=2.0), sent_at=promised)
+    assert pacer.reserve(1.06) == pytest.approx(1.56 + WINDOW_GUARD)
+
+
+def test_a_send_due_by_the_reset_takes_what_it_brings_back() -> None:
+    """A sooner reset adds no request when a send of ours is due by then (within the
+    log's slack and a round trip): that send takes the quota coming back."""
+    pacer = _spent_log(4)
+    due = pacer.reserve(0.02)
+    assert due == pytest.approx(0.01 + 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    pacer.on_quota(0.03, Quota(limit=4, remaining=0, reset=1.99, window=2.0), sent_at=0.01)
+    assert pacer.reserve(0.03) >= due
+
+
+def test_a_window_as_short_as_the_hint_resolution_is_tried_twice_as_fast_soon() -> None:
+    """Two whole-second Retry-Afters a second apart only bound the rate from below (a
+    token bucket's sub-second wait reads as one second): the first try comes after one
+    window and doubles the rate; if it fails, probing goes on as usual."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.02, sent_at=0.01, pause=1.0, hinted=True)
+    for n in range(10):
+        pacer.on_success(1.03 + n * 0.002, sent_at=1.02 + n * 0.002)
+    pacer.on_throttled(1.05, sent_at=1.041, pause=1.0, hinted=True)
+    learned = pacer.on_resume(2.05)
+    assert learned is not None
+    rate = learned.fields["rate_per_s"]
+    assert isinstance(rate, float)
+    now, events = 2.05, []
+    while now < 3.2:
+        now = max(now, slots(pacer, now, 1)[0])
+        events.append(pacer.on_success(now + 0.001, sent_at=now))
+    probes = [event for event in events if event is not None]
+    assert [event.fields["reason"] for event in probes] == ["probing"]
+    assert probes[0].fields["rate_per_s"] == pytest.approx(2 * rate, rel=0.01)
+    event = pacer.on_throttled(now + 0.01, sent_at=now, pause=1.0, hinted=True)
+    assert event is not None
+    assert event.fields["reason"] == "probe_throttled"
+    assert event.fields["rate_per_s"] == pytest.approx(rate, rel=0.01)

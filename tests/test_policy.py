@@ -118,6 +118,17 @@ def test_server_date_corrects_a_skewed_client_clock() -> None:
     assert hint == WaitHint(30.0, "retry_after", IMF)
 
 
+def test_an_http_date_hint_is_read_against_the_narrowed_server_clock() -> None:
+    """The Date header is truncated to the second: read against it, a wait is up to a
+    second too long. The server clock narrowed by earlier answers (never ahead of the
+    server's) reads it closer; it never makes a wait shorter than the truth."""
+    server_time = datetime.fromtimestamp(NOW, UTC)
+    headers = httpx.Headers({"Date": format_datetime(server_time, usegmt=True), "Retry-After": IMF})
+    assert wait_hint(headers, NOW + 3600, NOW + 0.75) == WaitHint(29.25, "retry_after", IMF)
+    # A stale lower bound (behind this Date) does not lengthen the wait either.
+    assert wait_hint(headers, NOW + 3600, NOW - 5.0) == WaitHint(30.0, "retry_after", IMF)
+
+
 def test_server_date_missing_falls_back_to_client_clock() -> None:
     """Without a Date header, our own clock is the reference."""
     assert server_now(httpx.Headers({"Date": "garbage"}), NOW) == NOW

@@ -483,7 +483,10 @@ class TradeFetcher:
     def _decide(self, attempt: int, result: _Attempt, started: float) -> Retry | GiveUp:
         """The policy's decision, held to the batch's retry budget."""
         assert result.cause is not None  # noqa: S101 - only failed attempts get here
-        hint = wait_hint(result.headers, self._clock.wall()) if result.status else None
+        hint = None
+        if result.status:
+            wall = self._clock.wall()
+            hint = wait_hint(result.headers, wall, self.server_clock.earliest(wall))
         decision = decide(
             self._policy,
             attempt=attempt,

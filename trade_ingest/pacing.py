@@ -11,6 +11,7 @@ import bisect
 import math
 import random
 import re
+from collections import deque
 from dataclasses import dataclass
 
 from trade_ingest.clock import Clock
@@ -266,9 +267,13 @@ class Pacer:
         self.window_stated = False
         self.logging = False
         self._log: list[float] = []
+        # Slots the rate handed out for later (kept while the log is not in use).
+        self._paced_slots: deque[float] = deque()
         self._freshest = -math.inf
         self._forget_at: float | None = None
         self._probe_at: float | None = None
+        # Only the answer to the last promised request (or a later one) promises another.
+        self._probe_taken = -math.inf
         self._forget_upto = -math.inf
         # Learned without headers (see LEARNED_CUT): the send times of the
         # successes since the last hinted throttle's end (only they can be
@@ -278,7 +283,7 @@ class Pacer:
         self._last_hinted = False
         # Quiet windows before the next try, its step, and the last step taken.
         self._probe_spans: float = LEARNED_PROBE_SPANS
-        self._probe_failures_spans = LEARNED_PROBE_SPANS
+        self._probe_failures_spans: float = LEARNED_PROBE_SPANS
         self._probe_step = 1.0
         self._probe_held = 1.0  # the probe factor that held for a whole wait
         self._probe_period = 0.0  # the window measured: the unit of that wait
@@ -319,6 +324,11 @@ class Pacer:
         slot = max(now, self._next_slot)
         self._pacer_bound = slot > now
         self._next_slot = slot + 1.0 / rate
+        if slot > now:
+            paced = self._paced_slots
+            while paced and paced[0] <= now:
+                paced.popleft()
+            paced.append(slot)
         self._sent_in_period += 1
         return slot
 
@@ -330,8 +340,11 @@ class Pacer:
             return self.window / self.probe_factor  # an even pace, its margin already in
         return self.window / self.probe_factor * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 
-    def next_window_slot(self, now: float, limit: int, span: float) -> float:
-        """The earliest time at or after ``now`` with fewer than ``limit`` sends in ``span``."""
+    def next_window_slot(
+        self, now: float, limit: int, span: float, *, take_probe: bool = True
+    ) -> float:
+        """The earliest time at or after ``now`` with fewer than ``limit`` sends in ``span``
+        (or the one request the gateway promised sooner, taken unless ``take_probe`` is False)."""
         log = self._log
         if self._forget_at is not None and now >= self._forget_at:
             # The fixed window has turned: what was sent in it no longer counts.
@@ -341,8 +354,9 @@ class Pacer:
         if len(log) < limit:
             return now
         slot = max(now, log[-limit] + span)
-        if self._probe_at is not None and self._probe_at < slot:
+        if take_probe and self._probe_at is not None and self._probe_at < slot:
             slot, self._probe_at = max(now, self._probe_at), None
+            self._probe_taken = slot
         return slot
 
     def cancel(self, slot: float) -> None:
@@ -396,16 +410,21 @@ class Pacer:
                 self.lumpy = True
             del log[low : low + middle - low - (used - 1)]
         if quota.remaining == 0 and quota.reset:
-            wait = self.next_window_slot(now, self.limit, span) - now
+            wait = self.next_window_slot(now, self.limit, span, take_probe=False) - now
             if quota.reset <= wait and self.lumpy:
                 # Back in one lump at the reset (unless the log frees a slot
                 # sooner: a bucket's reset may say when it is full again).
                 self._forget_at, self._forget_upto = now + quota.reset, sent_at
                 return quota.reset
-            if quota.reset < wait:
+            # A send of ours due by the reset, give or take the log's slack and
+            # a round trip, takes what comes back: its answer tells the rest.
+            back = now + quota.reset + (span - self.window) + max(0.0, now - sent_at)
+            due = bisect.bisect_right(log, back) > bisect.bisect_right(log, now)
+            if quota.reset < wait and sent_at >= self._probe_taken and not due:
                 # The gateway says quota is back sooner than the log frees a
                 # slot: one request then, whose answer tells how much (a guard
                 # after it: a request landing on the reset may count as inside).
+                # Only the answer to that request, or a later one, asks again.
                 self._probe_at = now + quota.reset + WINDOW_GUARD
         return None
 
@@ -511,6 +530,10 @@ class Pacer:
             # count them.
             self.logging = True
             self._log = [math.nextafter(now, math.inf)] * self.in_flight
+            # Workers holding a paced slot not yet reached send then, unlogged.
+            self._log += [slot for slot in self._paced_slots if slot > now]
+            self._log.sort()
+            self._paced_slots.clear()
         if modelled and self.logging and span is not None:
             assert self.window is not None  # noqa: S101
             assert self.limit is not None  # noqa: S101
@@ -546,7 +569,15 @@ class Pacer:
         if quota.remaining == 0 and quota.reset is not None and quota.reset > 0:
             pause = quota.reset
             paced = self.rate
-            if paced is not None and quota.limit and window and not self.lumpy:
+            # A reset longer than one request's share of the window, by more than
+            # its resolution, is a window's end, not a token's refill: wait it out.
+            if (
+                paced is not None
+                and quota.limit
+                and window
+                and not self.lumpy
+                and quota.reset - quota.reset_error <= window / quota.limit + HINT_RESOLUTION
+            ):
                 pause = min(pause, (self.in_flight + 1) / paced)
                 self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
                 reason = "quota_exhausted"
@@ -661,6 +692,13 @@ class Pacer:
             return None
         window = end - start
         self._probe_period = window
+        if window < 2 * HINT_RESOLUTION:
+            # Both ends may be up to a hint's resolution late: a window this
+            # short only bounds the rate from below (a token bucket's one-token
+            # wait reads as a whole second), so the first try comes after one
+            # window, and twice as fast; if it fails, the usual first wait.
+            self._probe_spans, self._probe_step = 1, PROBE_STEP
+            self._probe_failures_spans = LEARNED_PROBE_SPANS / 2
         if sends[-1] - sends[0] <= min(window * BURST_SHARE, window - HINT_RESOLUTION):
             return self._learn_window(now, len(sends), window, sends)
         # Sent slower than a burst: only the rate is known. A log of one send
@@ -713,7 +751,7 @@ class Pacer:
             return None
         if self._probe_step > 1.0:
             # The last try held: the next one sooner, and twice as far.
-            self._probe_spans = LEARNED_PROBE_SPANS / 2
+            self._probe_spans = min(self._probe_spans, LEARNED_PROBE_SPANS / 2)
         step = min(PROBE_STEP, self._probe_step if self._probe_step > 1.0 else LEARNED_PROBE_STEP)
         self._probe_held = self.probe_factor
         self.probe_factor *= step

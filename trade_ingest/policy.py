@@ -185,15 +185,23 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     return int(text) if text.isdigit() and text.isascii() else None
 
 
-def wait_hint(headers: Mapping[str, str], client_wall: float) -> WaitHint | None:
+def wait_hint(
+    headers: Mapping[str, str], client_wall: float, server_time: float | None = None
+) -> WaitHint | None:
     """The server's wait hint on a throttled or unavailable response, if it gave one.
 
     ``Retry-After`` wins; otherwise ``X-RateLimit-Reset`` counts when the quota
     is spent (``X-RateLimit-Remaining: 0``, or no remaining count at all).
     The IETF ``RateLimit`` reset counts the same way. ``headers`` must look
     names up case-insensitively (``httpx.Headers`` does).
+
+    Dates are read against ``server_time`` (``ServerClock.earliest``) when
+    given: it is never ahead of the server's clock, and unlike this response's
+    ``Date`` (truncated to the second) it does not overstate a wait by up to
+    a second.
     """
-    now = server_now(headers, client_wall)
+    date_now = server_now(headers, client_wall)
+    now = date_now if server_time is None else max(server_time, date_now)
     retry_after = headers.get("retry-after")
     if retry_after is not None:
         delay = parse_retry_after(retry_after, now)
