@@ -247,6 +247,69 @@ def test_a_learned_rate_the_batch_does_not_reach_is_not_raised() -> None:
     assert pacer.rate == pytest.approx(9.7)
 
 
+def _learned_from_two_throttles() -> Pacer:
+    """10 got through between the ends of two throttles a second apart: 9.7/s learned."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.5, sent_at=0.49, pause=0.5)
+    for n in range(10):
+        pacer.on_success(1.01 + n * 0.001, sent_at=1.0 + n * 0.001)
+    pacer.on_throttled(1.5, sent_at=1.49, pause=0.5)
+    assert pacer.rate == pytest.approx(10 * 0.97)
+    return pacer
+
+
+def _paced(pacer: Pacer, start: float, end: float) -> tuple[float, int]:
+    """A worker that asks for its next slot as soon as it has sent (so the pace, not the
+    worker, holds it back), each answered a millisecond later, from ``start`` until
+    ``end``; returns when the last one went, and how many went."""
+    now, sent = start, 0
+    while now < end:
+        now = slots(pacer, now, 1)[0]
+        pacer.on_success(now + 0.001, sent_at=now)
+        sent += 1
+    return now, sent
+
+
+def test_the_first_learned_rate_grows_until_a_429_then_falls_to_what_got_through() -> None:
+    """The first rate is only a bound (a token bucket's burst hides its refill): it grows
+    by half of itself a second while it holds the batch back (slow start); the first 429
+    then cuts it to 85% of what the gateway delivered since (or of the rate, if lower)."""
+    pacer = _learned_from_two_throttles()
+    now, sent = _paced(pacer, 2.0, 4.0)
+    grown = pacer.rate or 0.0
+    assert 10 * 0.97 * math.exp(0.5 * 2.0) * 0.8 < grown < 10 * 0.97 * math.exp(0.5 * 2.0) * 1.2
+    delivered = sent / (now + 0.002 - 2.0)  # since the learning throttle's pause ended
+    event = pacer.on_throttled(now + 0.002, sent_at=now + 0.001, pause=0.5)
+    assert event is not None
+    assert event.fields["reason"] == "429"
+    assert pacer.rate == pytest.approx(min(grown, delivered) * 0.85)
+    # From now on, AIMD: no more slow start.
+    before = pacer.rate
+    _paced(pacer, now + 0.5, now + 1.5)
+    assert (pacer.rate or 0.0) <= before / 0.85 * 0.97 + 1e-9
+
+
+def test_a_429_with_nothing_through_since_the_pause_says_nothing_of_the_rate() -> None:
+    """Sent as the pause ended and refused at once (a window had not turned): our backoff
+    was too short, the rate is not cut for it."""
+    pacer = _learned_from_two_throttles()
+    assert pacer.on_throttled(2.01, sent_at=2.0, pause=0.7) is None
+    assert pacer.rate == pytest.approx(10 * 0.97)
+
+
+def test_a_429_before_the_last_ceiling_is_regained_lowers_the_ceiling() -> None:
+    """Throttled again on the way back up: the limit is lower than the last ceiling, so
+    the next one is set below the rate throttled (CUBIC's fast convergence)."""
+    pacer = Pacer()
+    pacer.learned_rate, pacer.ceiling = 10.0, 10.0
+    pacer.on_throttled(0.0, sent_at=-0.1)
+    assert (pacer.rate, pacer.ceiling) == (pytest.approx(8.5), pytest.approx(10.0))
+    pacer.on_throttled(0.5, sent_at=0.4)  # still at 8.5, under 97% of 10
+    assert pacer.ceiling == pytest.approx(8.5 * (1 + 0.85) / 2)
+    assert pacer.rate == pytest.approx(8.5 * 0.85)
+
+
 def test_in_flight_429s_do_not_lengthen_the_backoff_streak() -> None:
     pacer = Pacer()
     pacer.on_response()

@@ -106,6 +106,12 @@ HEADROOM_SHARE = 0.25
 # slowly at first (PROBE_START per second) and twice as fast after each quiet
 # PROBE_DOUBLING seconds without a 429.
 DECREASE = 0.85
+# The first rate measured is only a bound (a token bucket's burst hides its
+# refill; a window's quota may straddle its turn): until the first 429 under
+# it, the rate grows by SLOW_START of itself a second, as TCP's slow start
+# does, and that 429 cuts it to DECREASE of what the gateway delivered
+# meanwhile (or of the rate, if that is lower).
+SLOW_START = 0.5
 RECOVERY_SHARE = 0.97
 RECOVERY_SECONDS = 3.0
 PROBE_START = 0.02
@@ -251,6 +257,8 @@ class Pacer:
         self._last_429: float | None = None
         self._last_pause_end: float | None = None
         self._successes_since_429 = 0
+        self._slow_start_since: float | None = None
+        self._delivered = 0
         self._last_increase: float | None = None
         self._probe_speed = PROBE_START
         self._probe_hold = PROBE_HOLD
@@ -604,6 +612,14 @@ class Pacer:
         last = self._last_increase if self._last_increase is not None else now
         elapsed = max(0.0, now - last)
         self._last_increase = now
+        if self._slow_start_since is not None:
+            if sent_at >= self._slow_start_since:
+                self._delivered += 1
+            if not self._pacer_bound:
+                return None
+            # Paced, answers come a slot apart; a longer gap (a pause) is no growth.
+            self.learned_rate *= 1.0 + SLOW_START * min(elapsed, 2.0 / self.learned_rate)
+            return self._report("slow_start")
         target = self.ceiling * RECOVERY_SHARE
         if self.learned_rate < target:
             step = (target - self.ceiling * DECREASE) * elapsed / RECOVERY_SECONDS
@@ -669,8 +685,23 @@ class Pacer:
             # runs out at any moment, but it comes back when the window turns.
             self.ceiling = max(MIN_RATE, successes / (now + pause - previous))
             self.learned_rate = self.ceiling * RECOVERY_SHARE
+            self._slow_start_since, self._delivered = now + pause, 0
+        elif self._slow_start_since is not None:
+            if not self._delivered:
+                # Nothing got through since the last pause: it was too short
+                # (a window had not turned yet), which says nothing of the rate.
+                self._slow_start_since = now + pause
+                return None
+            delivered = self._delivered / max(now - self._slow_start_since, 1e-9)
+            self.ceiling = max(MIN_RATE, min(self.learned_rate, delivered))
+            self.learned_rate = self.ceiling * DECREASE
+            self._slow_start_since = None
         else:
-            self.ceiling = self.learned_rate
+            # Throttled again before regaining the last ceiling: the limit is
+            # lower than that, so the ceiling drops too (CUBIC's fast convergence).
+            regained = self.ceiling is None or self.learned_rate >= self.ceiling * RECOVERY_SHARE
+            factor = 1.0 if regained else (1.0 + DECREASE) / 2
+            self.ceiling = self.learned_rate * factor
             self.learned_rate = max(MIN_RATE, self.learned_rate * DECREASE)
             self._probe_hold = min(PROBE_HOLD_MAX, 2.0 * self._probe_hold)
         self._last_increase = self._quiet_since = now
