@@ -723,11 +723,11 @@ class Pacer:
             return None
         window = end - start
         self._probe_period = window
-        if window < 2 * HINT_RESOLUTION:
-            # Both ends may be up to a hint's resolution late: a window this
-            # short only bounds the rate from below (a token bucket's one-token
-            # wait reads as a whole second), so the first try comes after one
-            # window, and twice as fast; if it fails, the usual first wait.
+        if window < 1.5 * HINT_RESOLUTION:
+            # Both ends may be up to a hint's resolution late: a window about
+            # as short as that only bounds the rate from below (a token bucket's
+            # sub-second wait reads as a whole second), so the first try comes
+            # after one window, and twice as fast; if it fails, the usual wait.
             self._probe_spans, self._probe_step = 1, PROBE_STEP
             self._probe_failures_spans = LEARNED_PROBE_SPANS / 2
         if sends[-1] - sends[0] <= min(window * BURST_SHARE, window - HINT_RESOLUTION):
