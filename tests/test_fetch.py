@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -24,8 +25,10 @@ TRADE = {"trade_id": "T1", "price": 84.35}
 
 
 class Harness:
-    def __init__(self, settings: Settings, token: str | None = None) -> None:
-        self.clock = FakeClock()
+    def __init__(
+        self, settings: Settings, token: str | None = None, clock: FakeClock | None = None
+    ) -> None:
+        self.clock = clock or FakeClock()
         self.rng = FixedRandom(0.5)
         self.stream = io.StringIO()
         self.audit = AuditLog(self.stream, "B1", self.clock, secrets=[token] if token else [])
@@ -173,7 +176,57 @@ async def test_body_that_is_not_json_is_retried_then_fails() -> None:
     assert outcome.attempts == 4
     assert "not valid JSON" in outcome.error
     assert route.call_count == 4
-    assert h.clock.sleeps == [0.25, 0.5, 1.0]
+    delays = [e["delay_s"] for e in h.events() if e["event"] == "trade.retry_scheduled"]
+    assert delays == [0.25, 0.5, 1.0]
+    assert sum(h.clock.sleeps) == pytest.approx(1.75)  # nothing else answered well meanwhile
+
+
+class AnsweringGateway(FakeClock):
+    """While a trade waits, the gateway answers other workers' trades: one per sleep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.others: list[Callable[[], Awaitable[object]]] = []
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        if self.others:
+            await self.others.pop(0)()
+
+
+@pytest.mark.anyio
+async def test_a_trades_own_backoff_ends_early_once_the_gateway_answers_others_well() -> None:
+    """Three 503s for T1; its third backoff (1 s) ends after the first retry's base
+    (0.5 s) once four other trades came back well: the 503s were passing, and a trade
+    waiting out a long backoff would hold the end of the batch."""
+    clock = AnsweringGateway()
+    h = Harness(SETTINGS, clock=clock)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            side_effect=[httpx.Response(503)] * 3 + [httpx.Response(200, json=TRADE)]
+        )
+        mock.get(url__regex=r"/trades/T[2-9]").mock(
+            side_effect=lambda request: httpx.Response(
+                200, json={"trade_id": request.url.path.rsplit("/", 1)[-1], "price": 84.35}
+            )
+        )
+        async with h.client:
+
+            async def four_others() -> None:
+                for n in range(2, 6):
+                    assert isinstance(await h.fetcher.fetch(f"T{n}"), Fetched)
+
+            async def nothing() -> None:
+                return None
+
+            # Four other trades come back well while the third backoff is at its base.
+            clock.others = [nothing, nothing, four_others]
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Fetched)
+    assert outcome.attempts == 4
+    delays = [e["delay_s"] for e in h.events() if e["event"] == "trade.retry_scheduled"]
+    assert delays == [0.25, 0.5, 1.0]
+    assert clock.sleeps[2:] == [0.5]  # not 1.0
 
 
 @pytest.mark.anyio

@@ -345,3 +345,20 @@ def test_server_clock_bounds_always_hold_the_true_offset(
     earliest = clock.earliest(NOW)
     assert earliest is not None
     assert earliest <= NOW + offset + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "delay", "answered_well", "over"),
+    [
+        (1.0, 1.0, 0, True),  # its time has come
+        (0.9, 1.0, 0, False),
+        (0.5, 4.0, 4, True),  # the base has passed and four others came back well
+        (0.5, 4.0, 3, False),
+        (0.4, 4.0, 100, False),  # never sooner than the first retry's base
+        (0.2, 0.2, 0, True),  # a delay under the base is kept as it is
+    ],
+)
+def test_a_trades_own_backoff_ends_early_once_others_are_answered_well(
+    elapsed: float, delay: float, answered_well: int, over: bool
+) -> None:
+    assert RetryPolicy(backoff_base=0.5).backoff_over(elapsed, delay, answered_well) is over

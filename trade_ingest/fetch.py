@@ -42,6 +42,8 @@ from trade_ingest.stats import RunStats
 USER_AGENT = f"trade-ingest/{__version__} (+https://pypi.org/project/trade-ingest/)"
 # Error bodies are read (so the connection can be reused) but only this much.
 _ERROR_BODY_CAP = 64 * 1024
+# How often a trade in its own backoff looks whether the gateway has recovered.
+HEALTH_POLL = 0.1
 
 
 def idempotency_key(trade_id: str) -> str:
@@ -266,6 +268,8 @@ class TradeFetcher:
         self._audit = audit
         self._stats = stats
         self.server_clock = ServerClock()
+        # Trades the gateway answered well, all workers together.
+        self._answered_well = 0
 
     async def _attempt(self, trade_id: str) -> _Attempt:
         headers = {"Idempotency-Key": idempotency_key(trade_id)}
@@ -429,7 +433,19 @@ class TradeFetcher:
             elif self.past_deadline(clock.monotonic() + decision.delay):
                 return self._deadline_give_up(trade_id, attempt)
             else:
-                await clock.sleep(decision.delay)
+                await self._back_off(decision.delay)
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait out a trade's own backoff, or less once the gateway answers others well
+        (``RetryPolicy.backoff_over``); looked at every ``HEALTH_POLL`` past the base."""
+        clock, policy = self._clock, self._policy
+        started, answered = clock.monotonic(), self._answered_well
+        await clock.sleep(min(delay, policy.backoff_base))
+        while True:
+            elapsed = clock.monotonic() - started
+            if policy.backoff_over(elapsed, delay, self._answered_well - answered):
+                return
+            await clock.sleep(min(delay - elapsed, HEALTH_POLL))
 
     def _observe(
         self, trade_id: str, attempt: int, result: _Attempt, started: float, sent_wall: float
@@ -476,6 +492,7 @@ class TradeFetcher:
         if result.cause is Cause.RATE_LIMITED:
             return  # told to the pacer in _decide, with the pause the policy chose
         if result.status is not None and result.status < 400:
+            self._answered_well += result.cause is None
             self._pace(pacer.on_success(now, started))
         else:
             pacer.on_response()

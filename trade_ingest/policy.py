@@ -328,6 +328,10 @@ def unreadable_hint(headers: Mapping[str, str]) -> str | None:
     return value if parse_retry_after(value, 0.0) is None else None
 
 
+# Good answers to other requests that end a trade's own backoff early.
+HEALTHY_ANSWERS = 4
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard to try one trade. Defaults live here and nowhere else."""
@@ -359,6 +363,18 @@ class RetryPolicy:
         exponent = min(max(retry_number - 1, 0), 62)
         ceiling = min(self.backoff_max, self.backoff_base * math.ldexp(1.0, exponent))
         return rng.uniform(0.0, ceiling)
+
+    def backoff_over(self, elapsed: float, delay: float, answered_well: int) -> bool:
+        """Whether a trade's own backoff (after a 5xx or a lost connection) is over.
+
+        Its ``delay`` has passed; or the first retry's base has, and the gateway
+        has answered ``HEALTHY_ANSWERS`` other requests well since: the failure
+        was passing, not the gateway's health, and a trade left waiting out a
+        long backoff would hold the end of the batch while the gateway idles.
+        """
+        if elapsed >= delay:
+            return True
+        return elapsed >= self.backoff_base and answered_well >= HEALTHY_ANSWERS
 
 
 @dataclass(frozen=True, slots=True)
