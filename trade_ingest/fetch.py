@@ -443,7 +443,8 @@ class TradeFetcher:
         await clock.sleep(min(delay, policy.backoff_base))
         while True:
             elapsed = clock.monotonic() - started
-            if policy.backoff_over(elapsed, delay, self._answered_well - answered):
+            # (A microsecond short is float rounding of the sleeps, not a wait.)
+            if policy.backoff_over(elapsed + 1e-6, delay, self._answered_well - answered):
                 return
             await clock.sleep(min(delay - elapsed, HEALTH_POLL))
 
