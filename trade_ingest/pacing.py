@@ -332,7 +332,7 @@ class Pacer:
         slot = max(now, self._next_slot)
         self._pacer_bound = slot > now
         self._next_slot = slot + 1.0 / rate
-        if slot > now:
+        if slot > now and self.configured is None:  # a configured rate never starts the log
             paced = self._paced_slots
             while paced and paced[0] <= now:
                 paced.popleft()
