@@ -684,28 +684,74 @@ def test_a_send_due_by_the_reset_takes_what_it_brings_back() -> None:
     assert pacer.reserve(0.03) >= due
 
 
-def test_a_window_as_short_as_the_hint_resolution_is_tried_twice_as_fast_soon() -> None:
-    """Two whole-second Retry-Afters a second apart only bound the rate from below (a
-    token bucket's sub-second wait reads as one second): the first try comes after one
-    window and doubles the rate; if it fails, probing goes on as usual."""
+def _short_window_learned() -> tuple[Pacer, float]:
+    """Ten through between two whole-second Retry-Afters 1.03 s apart."""
     pacer = Pacer()
     pacer.on_response()
     pacer.on_throttled(0.02, sent_at=0.01, pause=1.0, hinted=True)
     for n in range(10):
         pacer.on_success(1.03 + n * 0.002, sent_at=1.02 + n * 0.002)
     pacer.on_throttled(1.05, sent_at=1.041, pause=1.0, hinted=True)
+    return pacer, 10 / 1.03
+
+
+def _pace(pacer: Pacer, now: float, until: float) -> tuple[float, list[tuple[float, PacingEvent]]]:
+    """Send at every slot the pacer gives until ``until``, every one answered at once;
+    the last send, and the events with their times."""
+    events = []
+    while now < until:
+        now = max(now, slots(pacer, now, 1)[0])
+        event = pacer.on_success(now + 0.001, sent_at=now)
+        if event is not None:
+            events.append((now, event))
+    return now, events
+
+
+def test_a_window_as_short_as_the_hint_resolution_is_tried_twice_as_fast_at_once() -> None:
+    """Two whole-second Retry-Afters a second apart only bound the rate from below (a
+    token bucket's sub-second wait reads as one second): the pace starts at twice the
+    rate measured, the next try comes after one window; if it fails, back to what held."""
+    pacer, measured = _short_window_learned()
     learned = pacer.on_resume(2.05)
     assert learned is not None
-    rate = learned.fields["rate_per_s"]
-    assert isinstance(rate, float)
-    now, events = 2.05, []
-    while now < 3.2:
-        now = max(now, slots(pacer, now, 1)[0])
-        events.append(pacer.on_success(now + 0.001, sent_at=now))
-    probes = [event for event in events if event is not None]
-    assert [event.fields["reason"] for event in probes] == ["probing"]
-    assert probes[0].fields["rate_per_s"] == pytest.approx(2 * rate, rel=0.01)
+    assert learned.name == "pacing.rate_learned"
+    assert learned.fields["rate_per_s"] == pytest.approx(2 * measured, rel=0.01)
+    now, probes = _pace(pacer, 2.05, 2.05 + 1.03 + 0.3)
+    assert [event.fields["reason"] for _, event in probes] == ["probing"]
+    assert probes[0][1].fields["rate_per_s"] == pytest.approx(4 * measured, rel=0.01)
     event = pacer.on_throttled(now + 0.01, sent_at=now, pause=1.0, hinted=True)
     assert event is not None
     assert event.fields["reason"] == "probe_throttled"
-    assert event.fields["rate_per_s"] == pytest.approx(rate, rel=0.01)
+    assert event.fields["rate_per_s"] == pytest.approx(2 * measured, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("gateway_rate", "windows_to_next_try"),
+    [
+        (20.0, 16),  # what held (19.4/s) is within 10% of the gateway's rate: wait 8x
+        (100.0, 4),  # far below it: the usual doubled wait
+    ],
+)
+def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
+    gateway_rate: float, windows_to_next_try: int
+) -> None:
+    """A try that fails got one window's quota (a full bucket) plus what the gateway
+    added while it lasted: that addition over its length is the gateway's rate."""
+    pacer, _ = _short_window_learned()
+    pacer.on_resume(2.05)
+    now, probes = _pace(pacer, 2.05, 3.09)
+    assert [event.fields["reason"] for _, event in probes] == ["probing"]
+    tried = now
+    through = 10 + round(gateway_rate * 0.2)
+    for n in range(through):
+        pacer.on_success(tried + 0.21, sent_at=tried + 0.2 * n / through)
+    event = pacer.on_throttled(tried + 0.21, sent_at=tried + 0.2, pause=1.0, hinted=True)
+    assert event is not None
+    assert event.fields["reason"] == "probe_throttled"
+    resumed = tried + 1.21
+    pacer.on_resume(resumed)
+    _, probes = _pace(pacer, resumed, resumed + 30.0)
+    next_try, probe = probes[0]
+    assert probe.fields["reason"] == "probing"
+    throttled = tried + 0.21
+    assert next_try - throttled == pytest.approx(windows_to_next_try * 1.03, abs=0.6)

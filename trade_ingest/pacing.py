@@ -144,8 +144,13 @@ WINDOW_GUARD = 0.01
 # tried LEARNED_PROBE_STEP shorter (a token bucket refills faster than its
 # rounded-up Retry-After says); each try that holds is followed by one twice
 # as far after half the wait; a 429 steps back to what held, and makes the
-# next first try wait twice as long.
+# next first try wait twice as long, or NEAR_LIMIT_WAIT times as long when the
+# try itself shows what held is within NEAR_LIMIT of the gateway's rate: it got
+# a window's quota plus what the gateway added meanwhile, and that addition
+# over the try's length is the gateway's rate (a bucket that was full).
 LEARNED_CUT = 0.05
+NEAR_LIMIT = 0.9
+NEAR_LIMIT_WAIT = 8.0
 HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
 BURST_SHARE = 0.125
 LEARNED_PROBE_SPANS = 4
@@ -296,6 +301,9 @@ class Pacer:
         self._probe_held = 1.0  # the probe factor that held for a whole wait
         self._probe_period = 0.0  # the window measured: the unit of that wait
         self._learned_quiet_since: float | None = None
+        # When the current try began, and how many sent since then got through.
+        self._probe_started: float | None = None
+        self._probe_delivered = 0
         # Two hinted throttles' measure, settled at the resume: (previous
         # throttle's end, this throttle's request sent, this throttle's end).
         self._measuring: tuple[float, float, float] | None = None
@@ -606,6 +614,8 @@ class Pacer:
             if len(recent) > 2 * RECENT_SENDS_KEPT:
                 del recent[:-RECENT_SENDS_KEPT]
         if self.window_learned and not self.headers_seen:
+            if self._probe_started is not None and sent_at >= self._probe_started:
+                self._probe_delivered += 1
             return self._probe_learned_window(now)
         if self.headers_seen or self.learned_rate is None or self.ceiling is None:
             return None
@@ -670,7 +680,7 @@ class Pacer:
         if hinted and previous_hinted and previous is not None and now + pause > previous:
             measured = now + pause - previous if successes > 0 else None
         if self.window_learned:
-            return self._relearn_window(now)
+            return self._relearn_window(now, sent_at)
         if measured is not None and previous is not None:
             # Requests sent before this one may still be on their way back
             # (a 429 is answered sooner than a trade): count them at the resume.
@@ -723,22 +733,24 @@ class Pacer:
             return None
         window = end - start
         self._probe_period = window
+        if sends[-1] - sends[0] <= min(window * BURST_SHARE, window - HINT_RESOLUTION):
+            self._learn_window(now, len(sends), window, sends)
+        else:
+            # Sent slower than a burst: only the rate is known. A log of one send
+            # per slot is an even pace.
+            self._learn_window(now, 1, _even_pace(window, len(sends)), sends)
         if window < 1.5 * HINT_RESOLUTION:
             # Both ends may be up to a hint's resolution late: a window about
             # as short as that only bounds the rate from below (a token bucket's
-            # sub-second wait reads as a whole second), so the first try comes
-            # after one window, and twice as fast; if it fails, the usual wait.
+            # sub-second wait reads as a whole second). The first try is at
+            # once, and twice as fast; the next, after one window; if one
+            # fails, the usual wait.
+            self._start_try(now, PROBE_STEP)
             self._probe_spans, self._probe_step = 1, PROBE_STEP
             self._probe_failures_spans = LEARNED_PROBE_SPANS / 2
-        if sends[-1] - sends[0] <= min(window * BURST_SHARE, window - HINT_RESOLUTION):
-            return self._learn_window(now, len(sends), window, sends)
-        # Sent slower than a burst: only the rate is known. A log of one send
-        # per slot is an even pace.
-        return self._learn_window(now, 1, _even_pace(window, len(sends)), sends)
+        return self._window_event("429_window")
 
-    def _learn_window(
-        self, now: float, limit: int, window: float, sends: list[float]
-    ) -> PacingEvent:
+    def _learn_window(self, now: float, limit: int, window: float, sends: list[float]) -> None:
         """From now on spend ``limit`` requests per ``window``, as the send log does for a
         stated policy; the log starts with the (sorted) sends that used the last window."""
         self.window_learned = True
@@ -748,9 +760,8 @@ class Pacer:
         self._log = sends[-limit:]
         self.logging = True
         self._learned_quiet_since = now
-        return self._window_event("429_window")
 
-    def _relearn_window(self, now: float) -> PacingEvent:
+    def _relearn_window(self, now: float, sent_at: float) -> PacingEvent:
         """A 429 while the learned window paced the batch: the last probe went too far;
         or a burst was not taken again (a fixed window turned inside it): its rate is
         kept, at an even pace; or even pacing was too fast: LEARNED_CUT slower."""
@@ -758,9 +769,12 @@ class Pacer:
         assert self.window is not None  # noqa: S101
         self._learned_quiet_since = now
         if self.probe_factor > self._probe_held:
+            longer = NEAR_LIMIT_WAIT if self._held_near_limit(sent_at) else 2.0
             self.probe_factor = self._probe_held
-            self._probe_spans = self._probe_failures_spans = 2 * self._probe_failures_spans
+            self._probe_failures_spans *= longer
+            self._probe_spans = self._probe_failures_spans
             self._probe_step = 1.0
+            self._probe_started = None
             reason = "probe_throttled"
         elif self.limit > 1:
             self.window = _even_pace(self.window, self.limit)
@@ -784,11 +798,26 @@ class Pacer:
             # The last try held: the next one sooner, and twice as far.
             self._probe_spans = min(self._probe_spans, LEARNED_PROBE_SPANS / 2)
         step = min(PROBE_STEP, self._probe_step if self._probe_step > 1.0 else LEARNED_PROBE_STEP)
+        self._start_try(now, step)
+        self._probe_step = 1.0 + 2.0 * (step - 1.0)
+        return self._window_event("probing")
+
+    def _start_try(self, now: float, step: float) -> None:
         self._probe_held = self.probe_factor
         self.probe_factor *= step
-        self._probe_step = 1.0 + 2.0 * (step - 1.0)
-        self._learned_quiet_since = now
-        return self._window_event("probing")
+        self._learned_quiet_since = self._probe_started = now
+        self._probe_delivered = 0
+
+    def _held_near_limit(self, throttled_sent_at: float) -> bool:
+        """Whether the failed try shows the rate that held to be within NEAR_LIMIT of
+        the gateway's: what it got beyond one window's quota, over its length."""
+        assert self.limit is not None  # noqa: S101
+        assert self.window is not None  # noqa: S101
+        started = self._probe_started
+        if started is None or throttled_sent_at <= started:
+            return False
+        gateway_rate = (self._probe_delivered - self.limit) / (throttled_sent_at - started)
+        return self.limit * self._probe_held / self.window >= NEAR_LIMIT * gateway_rate
 
     def _window_event(self, reason: str) -> PacingEvent:
         assert self.limit is not None  # noqa: S101
