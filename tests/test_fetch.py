@@ -303,6 +303,19 @@ async def test_garbage_retry_after_falls_back_to_backoff_and_is_logged() -> None
 
 
 @pytest.mark.anyio
+async def test_429s_in_a_row_without_a_hint_lengthen_the_batch_pause() -> None:
+    """The second 429 in a row doubles the pause's ceiling: the streak counts it."""
+    h = Harness(SETTINGS)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(
+            side_effect=[httpx.Response(429), httpx.Response(429), httpx.Response(200, json=TRADE)]
+        )
+        async with h.client:
+            await h.fetcher.fetch("T1")
+    assert h.clock.sleeps == [0.75, 1.5]  # uniform(0.5, 1) x 1 s, then x 2 s
+
+
+@pytest.mark.anyio
 async def test_oversized_body_is_cut_off() -> None:
     """A body over max_body_bytes is refused, never written."""
     h = Harness(Settings(base_url=BASE, max_body_bytes=100, http_transport="httpcore"))

@@ -321,6 +321,21 @@ def test_in_flight_429s_do_not_lengthen_the_backoff_streak() -> None:
     assert pacer.throttle_streak == 2
 
 
+def test_the_streak_a_429_makes_counts_it_unless_it_was_in_flight() -> None:
+    """The backoff for a 429 grows with the streak including it; a success for a
+    request sent before the last 429 came back does not end the streak."""
+    pacer = Pacer()
+    pacer.on_response()
+    assert pacer.streak_with(0.9) == 1
+    pacer.on_throttled(1.0, sent_at=0.9)
+    assert pacer.streak_with(0.95) == 1  # in flight when the first came back
+    pacer.on_success(1.01, sent_at=0.95)
+    assert pacer.streak_with(2.0) == 2
+    pacer.on_throttled(2.1, sent_at=2.0)
+    pacer.on_success(3.1, sent_at=3.0)
+    assert pacer.streak_with(4.0) == 1
+
+
 def test_retry_budget() -> None:
     """minimum + ratio x first attempts retries, no more."""
     budget = RetryBudget(0.2, 2)

@@ -512,7 +512,7 @@ class TradeFetcher:
             status=result.status,
             hint=hint,
             rng=self._rng,
-            throttle_streak=self.pacer.throttle_streak,
+            throttle_streak=self.pacer.streak_with(started),
         )
         if result.cause is Cause.RATE_LIMITED:
             pause = decision.delay if isinstance(decision, Retry) else 0.0

@@ -599,14 +599,20 @@ class Pacer:
                 reason = "quota_exhausted"
         return self._report(reason, limit=quota.limit, window_s=window), pause
 
+    def streak_with(self, sent_at: float) -> int:
+        """The batch's 429s in a row, counting one for a request sent at ``sent_at``
+        (unless it was in flight when the last came back: the same throttle)."""
+        return self.throttle_streak + 1 if self._after_last_429(sent_at) else self.throttle_streak
+
     def _after_last_429(self, sent_at: float) -> bool:
         return self._last_429 is None or sent_at > self._last_429
 
     def on_success(self, now: float, sent_at: float) -> PacingEvent | None:
         """A request went through: the throttle streak ends; a learned rate creeps up."""
         self.responded = True
-        self.throttle_streak = 0
         if self._after_last_429(sent_at):
+            # Sent before the last 429 came back, it says nothing of the gateway now.
+            self.throttle_streak = 0
             self._successes_since_429 += 1
         if self._last_hinted and not self.headers_seen and not self.window_learned:
             recent = self._recent_sends
