@@ -82,6 +82,7 @@ from trade_ingest.pacing import (  # noqa: E402
     Pacer,
     PacingEvent,
     RetryBudget,
+    bucket_rate,
     parse_duration,
     parse_rate,
     window_from_reset,
@@ -334,6 +335,69 @@ def test_the_streak_a_429_makes_counts_it_unless_it_was_in_flight() -> None:
     pacer.on_throttled(2.1, sent_at=2.0)
     pacer.on_success(3.1, sent_at=3.0)
     assert pacer.streak_with(4.0) == 1
+
+
+@pytest.mark.parametrize(
+    ("sends", "capacity", "rate"),
+    [
+        ([0.0, 0.1, 0.2], 5, 0.0),  # no more than the bucket holds
+        ([0.0, 0.1, 0.2, 0.3], 1, 10.0),  # one token each tenth of a second
+        ([0.0, 0.0, 1.0, 1.0, 2.0, 2.0], 2, 2.0),  # two back each second
+        ([0.0, 0.0, 0.0], 2, math.inf),  # three at once: no rate serves them
+    ],
+)
+def test_bucket_rate(sends: list[float], capacity: int, rate: float) -> None:
+    assert bucket_rate(sends, capacity) == pytest.approx(rate, rel=1e-6)
+
+
+@given(
+    st.floats(1.0, 200.0),
+    st.integers(1, 30),
+    st.lists(st.floats(0.0, 0.2), min_size=1, max_size=300),
+)
+def test_bucket_rate_never_exceeds_the_rate_of_a_bucket_that_served_them(
+    rate: float, capacity: int, gaps: list[float]
+) -> None:
+    """What a real bucket let through, up to its first refusal, is served by its own
+    rate: the lowest rate that serves it is no higher."""
+    bucket = make_limiter("token", round(rate * 1000), 1000.0, capacity)
+    sends, now = [], 0.0
+    for gap in gaps:
+        now += gap
+        if not bucket.admit(now).allowed:
+            break
+        sends.append(now)
+    assert bucket_rate(sends, capacity) <= round(rate * 1000) / 1000.0 * (1 + 1e-6)
+
+
+def test_slow_start_on_a_token_bucket_measures_its_rate() -> None:
+    """Slow start spends its first seconds under the limit, so what got through per
+    second understates the rate; read as the run's first burst's bucket would serve
+    it, the 429 that ends slow start sets a ceiling near the bucket's 20/s."""
+    gateway = make_limiter("token", 20, 1.0, 10)
+    pacer = Pacer()
+    pacer.on_response()
+    now, paused_until, latency = 0.0, -math.inf, 0.004
+    cut: PacingEvent | None = None
+    while cut is None and now < 30.0:
+        if now < paused_until:
+            now = paused_until
+            pacer.on_resume(now)
+        slot = pacer.reserve(now)
+        assert slot is not None
+        now = max(now, slot)
+        if gateway.admit(now + latency / 2).allowed:
+            pacer.on_success(now + latency, sent_at=now)
+        else:
+            paused_until = now + latency + 0.75
+            event = pacer.on_throttled(now + latency, sent_at=now, pause=0.75)
+            if event is not None and event.fields.get("reason") == "429":
+                cut = event
+        now += latency
+    assert cut is not None
+    ceiling = cut.fields["ceiling_per_s"]
+    assert isinstance(ceiling, float)
+    assert 0.9 * 20 <= ceiling <= 20 * 1.05
 
 
 def test_retry_budget() -> None:

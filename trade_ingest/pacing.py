@@ -110,8 +110,12 @@ DECREASE = 0.85
 # refill; a window's quota may straddle its turn): until the first 429 under
 # it, the rate grows by SLOW_START of itself a second, as TCP's slow start
 # does, and that 429 cuts it to DECREASE of what the gateway delivered
-# meanwhile (or of the rate, if that is lower).
+# meanwhile (or of the rate, if that is lower). What was delivered is read as
+# a token bucket would have served it (``bucket_rate``), its capacity the burst
+# that got through before the run's first 429: neither the time slow start
+# spent under the limit nor the bucket's burst skews the figure.
 SLOW_START = 0.5
+SLOW_START_SENDS_KEPT = 2_000
 RECOVERY_SHARE = 0.97
 RECOVERY_SECONDS = 3.0
 PROBE_START = 0.02
@@ -229,6 +233,37 @@ def window_from_reset(reset: float) -> float | None:
     return float(math.floor(reset)) if reset >= 1 else None
 
 
+def bucket_rate(sends: list[float], capacity: int) -> float:
+    """The lowest refill rate (per second) at which a token bucket of ``capacity``,
+    full at the first send, lets every one of ``sends`` (sorted) through; inf if none.
+
+    A gateway whose bursts are at most ``capacity`` and which let all of them
+    through refills at least this fast: a lower bound on its rate.
+    """
+    if capacity < 1 or len(sends) <= capacity:
+        return 0.0
+
+    def serves(rate: float) -> bool:
+        level, last = float(capacity), sends[0]
+        for sent in sends:
+            level = min(float(capacity), level + rate * (sent - last))
+            last = sent
+            if level < 1.0 - 1e-9:
+                return False
+            level -= 1.0
+        return True
+
+    low, high = 0.0, 1.0
+    while not serves(high):
+        low, high = high, high * 2.0
+        if high > 1e9:
+            return math.inf
+    for _ in range(40):
+        middle = (low + high) / 2.0
+        low, high = (low, middle) if serves(middle) else (middle, high)
+    return high
+
+
 class Pacer:
     """The batch's send rate: from a configured limit, the quota headers, or learned from 429s.
 
@@ -264,6 +299,10 @@ class Pacer:
         self._successes_since_429 = 0
         self._slow_start_since: float | None = None
         self._delivered = 0
+        self._slow_start_sends: deque[float] = deque(maxlen=SLOW_START_SENDS_KEPT)
+        # Successes sent before the run's first 429 was sent: the gateway's burst.
+        self._first_throttled_sent: float | None = None
+        self._first_burst = 0
         self._last_increase: float | None = None
         self._probe_speed = PROBE_START
         self._probe_hold = PROBE_HOLD
@@ -610,6 +649,8 @@ class Pacer:
     def on_success(self, now: float, sent_at: float) -> PacingEvent | None:
         """A request went through: the throttle streak ends; a learned rate creeps up."""
         self.responded = True
+        if self._first_throttled_sent is None or sent_at < self._first_throttled_sent:
+            self._first_burst += 1
         if self._after_last_429(sent_at):
             # Sent before the last 429 came back, it says nothing of the gateway now.
             self.throttle_streak = 0
@@ -631,6 +672,7 @@ class Pacer:
         if self._slow_start_since is not None:
             if sent_at >= self._slow_start_since:
                 self._delivered += 1
+                self._slow_start_sends.append(sent_at)
             if not self._pacer_bound:
                 return None
             # Paced, answers come a slot apart; a longer gap (a pause) is no growth.
@@ -673,6 +715,8 @@ class Pacer:
         if not self._after_last_429(sent_at):
             return None
         self.throttle_streak += 1
+        if self._first_throttled_sent is None:
+            self._first_throttled_sent = sent_at
         previous, successes = self._last_pause_end, self._successes_since_429
         previous_hinted, self._last_hinted = self._last_hinted, hinted
         self._last_429 = now
@@ -701,15 +745,20 @@ class Pacer:
             # runs out at any moment, but it comes back when the window turns.
             self.ceiling = max(MIN_RATE, successes / (now + pause - previous))
             self.learned_rate = self.ceiling * RECOVERY_SHARE
-            self._slow_start_since, self._delivered = now + pause, 0
+            self._start_slow(now + pause)
         elif self._slow_start_since is not None:
             if not self._delivered:
                 # Nothing got through since the last pause: it was too short
                 # (a window had not turned yet), which says nothing of the rate.
-                self._slow_start_since = now + pause
+                self._start_slow(now + pause)
                 return None
             delivered = self._delivered / max(now - self._slow_start_since, 1e-9)
-            self.ceiling = max(MIN_RATE, min(self.learned_rate, delivered))
+            # Read as the first burst's bucket would serve them: the time spent
+            # under the limit neither drags the figure down nor the burst props it up.
+            served = bucket_rate(sorted(self._slow_start_sends), self._first_burst)
+            through = served if served > 0 else delivered
+            self.ceiling = max(MIN_RATE, min(self.learned_rate, through))
+            self._slow_start_sends.clear()
             self.learned_rate = self.ceiling * DECREASE
             self._slow_start_since = None
         else:
@@ -723,6 +772,10 @@ class Pacer:
         self._last_increase = self._quiet_since = now
         self._probe_speed = PROBE_START
         return self._report("429", ceiling_per_s=round(self.ceiling, 4))
+
+    def _start_slow(self, since: float) -> None:
+        self._slow_start_since, self._delivered = since, 0
+        self._slow_start_sends.clear()
 
     def on_resume(self, now: float) -> PacingEvent | None:
         """The batch goes again after a pause: settle what the last two throttles measured.
