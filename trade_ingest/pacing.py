@@ -753,11 +753,11 @@ class Pacer:
                 self._start_slow(now + pause)
                 return None
             delivered = self._delivered / max(now - self._slow_start_since, 1e-9)
-            # Read as the first burst's bucket would serve them: the time spent
-            # under the limit neither drags the figure down nor the burst props it up.
+            # Read as the first burst's bucket would serve them, the time spent
+            # under the limit does not drag the figure down. Never lower than
+            # what got through: a window's quota is no bucket's burst.
             served = bucket_rate(sorted(self._slow_start_sends), self._first_burst)
-            through = served if served > 0 else delivered
-            self.ceiling = max(MIN_RATE, min(self.learned_rate, through))
+            self.ceiling = max(MIN_RATE, min(self.learned_rate, max(delivered, served)))
             self._slow_start_sends.clear()
             self.learned_rate = self.ceiling * DECREASE
             self._slow_start_since = None
