@@ -8,7 +8,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.conftest import FixedRandom
@@ -495,6 +495,12 @@ def _honest(kind: str, limit: int, window: float, sent: list[float], at: float) 
         max_size=60,
     ),
 )
+@example(  # a reset rounded up to 6 s promised a request 8 ms after the log's own slot
+    kind="sliding",
+    limit=2,
+    window=7.0,
+    steps=[(0.0, 0.0, False)] * 3 + [(1.078125, 0.0, True)] + [(0.0, 0.0, False)] * 2,
+)
 def test_window_log_never_overfills_the_stated_window(
     kind: str, limit: int, window: float, steps: list[tuple[float, float, bool]]
 ) -> None:
@@ -834,3 +840,118 @@ def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
     assert probe.fields["reason"] == "probing"
     throttled = tried + 0.21
     assert next_try - throttled == pytest.approx(windows_to_next_try * 1.03, abs=0.6)
+
+
+def test_a_429_at_the_held_window_evens_out_that_window_not_the_first() -> None:
+    """A burst not taken again is kept at its rate, evenly: the rate of the window
+    in use (shortened by the tries that held), not of the one first learned."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.1, sent_at=0.09, pause=0.9, hinted=True)
+    for n in range(10):
+        pacer.on_success(1.0 + n * 0.001, sent_at=1.0 + n * 0.001)
+    pacer.on_throttled(1.02, sent_at=1.011, pause=1.98, hinted=True)
+    pacer.on_resume(3.0)
+    now, probes = 3.0, []
+    while len(probes) < 2:
+        now, more = _pace(pacer, now, now + 0.2)
+        probes += more
+    assert [event.fields["reason"] for _, event in probes] == ["probing", "probing"]
+    tried = probes[1][1].fields["window_s"]
+    event = pacer.on_throttled(now + 0.01, sent_at=now, pause=1.0, hinted=True)
+    assert event is not None
+    assert event.fields["reason"] == "probe_throttled"
+    held = event.fields["window_s"]
+    assert isinstance(held, float)
+    assert isinstance(tried, float)
+    assert held > tried
+    event = pacer.on_throttled(now + 0.03, sent_at=now + 0.02, pause=1.0, hinted=True)
+    assert event is not None
+    assert event.fields["reason"] == "429_even_pace"
+    assert event.fields["window_s"] == pytest.approx(held / 9 / 0.97, rel=0.01)
+
+
+# --- no hint at all: a window from bursts and refusals -------------------------------
+
+
+def _unhinted_burst(pacer: Pacer, start: float, count: int) -> float:
+    """``count`` successes sent from ``start`` a millisecond apart; the next send time."""
+    for n in range(count):
+        pacer.on_success(start + n * 0.001 + 0.005, sent_at=start + n * 0.001)
+    return start + count * 0.001
+
+
+def test_a_refusal_with_nothing_through_makes_the_bursts_a_window() -> None:
+    """40 through, a 429 without a hint; after our pause, refused with nothing through
+    (a bucket would have given some back): the quota comes back in lumps. When the
+    next burst starts, the last one's 40 per the time between their starts is kept to."""
+    pacer = Pacer()
+    pacer.on_response()
+    throttled = _unhinted_burst(pacer, 0.0, 40)
+    assert pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6) is None
+    pacer.on_resume(0.65)
+    pacer.on_throttled(0.66, sent_at=0.65, pause=1.5)  # nothing through
+    pacer.on_resume(2.16)
+    event = pacer.on_success(2.17, sent_at=2.16)
+    assert event is not None
+    assert event.name == "pacing.rate_learned"
+    assert event.fields["source"] == "429_window"
+    assert (event.fields["limit"], event.fields["window_s"]) == (40, pytest.approx(2.16))
+    # The 40 of the last burst still count until they are a window old; the
+    # burst now going (the one just answered, and any in flight) counts too.
+    span = 2.16 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    taken = slots(pacer, 2.17, 39)
+    assert (taken[0], taken[-1]) == (pytest.approx(0.001 + span), pytest.approx(0.039 + span))
+    assert pacer.reserve(2.2) == pytest.approx(2.16 + span)
+
+
+def test_without_a_refusal_in_between_bursts_are_no_window() -> None:
+    """A 429 without a hint, and the next burst comes through at once after our pause:
+    a token bucket refilling looks the same; the rate is learned from 429s instead."""
+    pacer = Pacer()
+    pacer.on_response()
+    throttled = _unhinted_burst(pacer, 0.0, 10)
+    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6)
+    pacer.on_resume(0.62)
+    assert pacer.on_success(0.63, sent_at=0.62) is None
+    assert not pacer.window_learned
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit", "window"),
+    [("sliding", 20, 2.0), ("fixed", 20, 2.0), ("sliding", 5, 1.0), ("fixed", 40, 2.0)],
+)
+def test_a_window_learned_without_hints_is_kept_to(
+    kind: LimiterKind, limit: int, window: float
+) -> None:
+    """One worker against a window that sends no hint, our pause doubling with each
+    429 in a row: the window is learned, few 429s follow (tries that go too far),
+    and the second half of a minute uses at least three quarters of the quota."""
+    gateway = make_limiter(kind, limit, window, None)
+    pacer = Pacer()
+    pacer.on_response()
+    now, paused_until, latency = 0.0, -math.inf, 0.005
+    learned_at: float | None = None
+    throttles: list[float] = []
+    sent: list[float] = []
+    while now < 60.0:
+        if now < paused_until:
+            now = paused_until
+            pacer.on_resume(now)
+        slot = pacer.reserve(now)
+        assert slot is not None
+        now = max(now, slot)
+        sent.append(now)
+        if gateway.admit(now + latency / 2).allowed:
+            event = pacer.on_success(now + latency, sent_at=now)
+        else:
+            pause = 0.75 * 2 ** (pacer.streak_with(now) - 1)
+            paused_until = now + latency + pause
+            throttles.append(now)
+            event = pacer.on_throttled(now + latency, sent_at=now, pause=pause)
+        if event is not None and event.fields.get("source") == "429_window":
+            learned_at = now
+        now += latency
+    assert learned_at is not None
+    assert len([t for t in throttles if t > learned_at]) <= 4
+    assert sum(1 for t in sent if t >= 30.0) >= 0.75 * 30.0 * limit / window

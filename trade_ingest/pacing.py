@@ -346,6 +346,14 @@ class Pacer:
         # Two hinted throttles' measure, settled at the resume: (previous
         # throttle's end, this throttle's request sent, this throttle's end).
         self._measuring: tuple[float, float, float] | None = None
+        # Unhinted throttles (see ``_settle_unhinted``): when the run of successes
+        # now going began, the last pause's end, the burst a 429 without a
+        # hint ended (its start, the throttled request's send), and whether a
+        # request was refused with nothing through since that burst.
+        self._burst_start: float | None = None
+        self._resumed_at: float | None = None
+        self._unhinted_burst: tuple[float, float] | None = None
+        self._refused_empty = False
 
     @property
     def rate(self) -> float | None:
@@ -475,12 +483,14 @@ class Pacer:
             # a round trip, takes what comes back: its answer tells the rest.
             back = now + quota.reset + (span - self.window) + max(0.0, now - sent_at)
             due = bisect.bisect_right(log, back) > bisect.bisect_right(log, now)
-            if quota.reset < wait and sent_at >= self._probe_taken and not due:
+            promised = quota.reset + WINDOW_GUARD
+            if promised < wait and sent_at >= self._probe_taken and not due:
                 # The gateway says quota is back sooner than the log frees a
                 # slot: one request then, whose answer tells how much (a guard
-                # after it: a request landing on the reset may count as inside).
+                # after it: a request landing on the reset may count as inside;
+                # the guard may put it past the log's slot, which then takes it).
                 # Only the answer to that request, or a later one, asks again.
-                self._probe_at = now + quota.reset + WINDOW_GUARD
+                self._probe_at = now + promised
         return None
 
     def _report(self, reason: str, **fields: object) -> PacingEvent | None:
@@ -651,15 +661,21 @@ class Pacer:
         self.responded = True
         if self._first_throttled_sent is None or sent_at < self._first_throttled_sent:
             self._first_burst += 1
-        if self._after_last_429(sent_at):
-            # Sent before the last 429 came back, it says nothing of the gateway now.
-            self.throttle_streak = 0
-            self._successes_since_429 += 1
-        if self._last_hinted and not self.headers_seen and not self.window_learned:
+        learning = not self.headers_seen and not self.window_learned
+        if learning:
             recent = self._recent_sends
             recent.append(sent_at)
             if len(recent) > 2 * RECENT_SENDS_KEPT:
                 del recent[:-RECENT_SENDS_KEPT]
+        if self._after_last_429(sent_at):
+            # Sent before the last 429 came back, it says nothing of the gateway now.
+            self.throttle_streak = 0
+            first = self._successes_since_429 == 0
+            self._successes_since_429 += 1
+            if first and learning:
+                learned = self._settle_unhinted(now, sent_at)
+                if learned is not None:
+                    return learned
         if self.window_learned and not self.headers_seen:
             if self._probe_started is not None and sent_at >= self._probe_started:
                 self._probe_delivered += 1
@@ -717,6 +733,15 @@ class Pacer:
         self.throttle_streak += 1
         if self._first_throttled_sent is None:
             self._first_throttled_sent = sent_at
+        if hinted:
+            self._unhinted_burst = None
+        elif self._burst_start is not None:
+            if self._successes_since_429 == 0 and self._unhinted_burst is not None:
+                self._refused_empty = True
+            else:
+                self._refused_empty = False
+                self._unhinted_burst = (self._burst_start, sent_at)
+                self._recent_sends = [t for t in self._recent_sends if t >= self._burst_start]
         previous, successes = self._last_pause_end, self._successes_since_429
         previous_hinted, self._last_hinted = self._last_hinted, hinted
         self._last_429 = now
@@ -783,6 +808,7 @@ class Pacer:
         What got through was sent from the end of the previous throttle up to
         the request throttled; the window runs from that end to this one's.
         """
+        self._resumed_at = now
         measuring, self._measuring = self._measuring, None
         if measuring is None or self.window_learned or self.headers_seen:
             return None
@@ -791,13 +817,7 @@ class Pacer:
         if not sends:
             return None
         window = end - start
-        self._probe_period = window
-        if sends[-1] - sends[0] <= min(window * BURST_SHARE, window - HINT_RESOLUTION):
-            self._learn_window(now, len(sends), window, sends)
-        else:
-            # Sent slower than a burst: only the rate is known. A log of one send
-            # per slot is an even pace.
-            self._learn_window(now, 1, _even_pace(window, len(sends)), sends)
+        self._learn_from(now, sends, window, HINT_RESOLUTION)
         if window < 1.5 * HINT_RESOLUTION:
             # Both ends may be up to a hint's resolution late: a window about
             # as short as that only bounds the rate from below (a token bucket's
@@ -808,6 +828,46 @@ class Pacer:
             self._probe_spans, self._probe_step = 1, PROBE_STEP
             self._probe_failures_spans = LEARNED_PROBE_SPANS / 2
         return self._window_event("429_window")
+
+    def _settle_unhinted(self, now: float, sent_at: float) -> PacingEvent | None:
+        """The first success after a 429: a new burst starts (at the pause's end).
+
+        When the last burst was ended by a 429 without any hint, the pauses are
+        our own guesses; but a request refused with nothing through since that
+        burst (a token bucket would have given something back during a pause)
+        says the limit comes back in lumps, as a window's quota does. That
+        burst's successes are then the quota, and the time from its start to
+        this one's is at most the window: kept to as a learned window is (see
+        LEARNED_CUT), and probed shorter from there.
+        """
+        resumed = self._resumed_at
+        last_429 = self._last_429 if self._last_429 is not None else -math.inf
+        start = resumed if resumed is not None and last_429 < resumed <= sent_at else sent_at
+        burst, self._unhinted_burst = self._unhinted_burst, None
+        previous, self._burst_start = self._burst_start, start
+        refused_empty, self._refused_empty = self._refused_empty, False
+        if burst is None or previous is None or not refused_empty or self._last_hinted:
+            return None
+        begun, throttled = burst
+        sends = sorted(t for t in self._recent_sends if begun <= t < throttled)
+        window = start - begun
+        if not sends or window <= 0:
+            return None
+        self._learn_from(now, sends, window, 0.0)
+        # The burst under way went out before the log: it counts as sent now.
+        self._log = sorted([*self._log, sent_at, *[now] * self.in_flight])
+        return self._window_event("429_window")
+
+    def _learn_from(self, now: float, sends: list[float], window: float, resolution: float) -> None:
+        """Learn ``window`` with the (sorted) ``sends`` that used it; ``resolution``: how
+        late its ends may be."""
+        self._probe_period = window
+        if sends[-1] - sends[0] <= min(window * BURST_SHARE, window - resolution):
+            self._learn_window(now, len(sends), window, sends)
+        else:
+            # Sent slower than a burst: only the rate is known. A log of one send
+            # per slot is an even pace.
+            self._learn_window(now, 1, _even_pace(window, len(sends)), sends)
 
     def _learn_window(self, now: float, limit: int, window: float, sends: list[float]) -> None:
         """From now on spend ``limit`` requests per ``window``, as the send log does for a
@@ -836,7 +896,7 @@ class Pacer:
             self._probe_started = None
             reason = "probe_throttled"
         elif self.limit > 1:
-            self.window = _even_pace(self.window, self.limit)
+            self.window = _even_pace(self.window / self.probe_factor, self.limit)
             self.limit = 1
             self.probe_factor = self._probe_held = 1.0
             reason = "429_even_pace"
