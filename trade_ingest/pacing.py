@@ -112,8 +112,9 @@ DECREASE = 0.85
 # does, and that 429 cuts it to DECREASE of what the gateway delivered
 # meanwhile (or of the rate, if that is lower). What was delivered is read as
 # a token bucket would have served it (``bucket_rate``), its capacity the burst
-# that got through before the run's first 429: neither the time slow start
-# spent under the limit nor the bucket's burst skews the figure.
+# that got through before the run's first 429, so that the time slow start
+# spent under the limit does not drag it down; and never as less than what got
+# through per second (a window's quota is no bucket's burst).
 SLOW_START = 0.5
 SLOW_START_SENDS_KEPT = 2_000
 RECOVERY_SHARE = 0.97
@@ -159,8 +160,9 @@ HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
 BURST_SHARE = 0.125
 LEARNED_PROBE_SPANS = 4
 LEARNED_PROBE_STEP = 1.1
-# Successes remembered to seed the learned window's send log.
-RECENT_SENDS_KEPT = 100_000
+# Successes remembered to measure a window from 429s (kept while no window is
+# known, so for a whole run against a gateway that never says no).
+RECENT_SENDS_KEPT = 10_000
 # The gateway forgetting this share of the quota (or 2 requests) sooner than
 # a sliding window would: its windows are fixed, and their quota comes back in
 # one lump at the reset.
@@ -668,7 +670,8 @@ class Pacer:
             if len(recent) > 2 * RECENT_SENDS_KEPT:
                 del recent[:-RECENT_SENDS_KEPT]
         if self._after_last_429(sent_at):
-            # Sent before the last 429 came back, it says nothing of the gateway now.
+            # Only a success sent after the last 429 ends the streak: one sent
+            # before it came back says nothing of the gateway now.
             self.throttle_streak = 0
             first = self._successes_since_429 == 0
             self._successes_since_429 += 1
