@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import math
 import random
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import example, given
@@ -370,31 +371,45 @@ def test_bucket_rate_never_exceeds_the_rate_of_a_bucket_that_served_them(
     assert bucket_rate(sends, capacity) <= round(rate * 1000) / 1000.0 * (1 + 1e-6)
 
 
-def test_slow_start_on_a_token_bucket_measures_its_rate() -> None:
-    """Slow start spends its first seconds under the limit (a burst of 4 suggests 5/s),
-    so what got through per second understates the rate (13/s); read as the run's first
-    burst's bucket would serve it, the 429 that ends slow start sets a ceiling near 20/s."""
-    gateway = make_limiter("token", 20, 1.0, 4)
+def _one_worker(
+    gateway: RateLimiter, latency: float, seconds: float, *, hinted: bool
+) -> Iterator[tuple[float, Admission, PacingEvent | None]]:
+    """One worker paced by a fresh pacer against ``gateway``: each send's time, the
+    gateway's answer and the pacer's event. ``hinted``: every 429 carries a whole-second
+    Retry-After; else none, and our pause is 0.75 s, doubling with each 429 in a row."""
     pacer = Pacer()
-    pacer.on_response()
-    now, paused_until, latency = 0.0, -math.inf, 0.004
-    cut: PacingEvent | None = None
-    while cut is None and now < 30.0:
+    now, paused_until = 0.0, -math.inf
+    while now < seconds:
         if now < paused_until:
             now = paused_until
             pacer.on_resume(now)
         slot = pacer.reserve(now)
-        assert slot is not None
+        assert slot is not None  # one worker: its previous answer is always in
         now = max(now, slot)
-        if gateway.admit(now + latency / 2).allowed:
-            pacer.on_success(now + latency, sent_at=now)
+        admission = gateway.admit(now + latency / 2)
+        answered = now + latency
+        if admission.allowed:
+            yield now, admission, pacer.on_success(answered, sent_at=now)
         else:
-            paused_until = now + latency + 0.75
-            event = pacer.on_throttled(now + latency, sent_at=now, pause=0.75)
-            if event is not None and event.fields.get("reason") == "429":
-                cut = event
-        now += latency
-    assert cut is not None
+            if hinted:
+                pause = float(math.ceil(admission.reset_after))
+            else:
+                pause = 0.75 * 2 ** (pacer.streak_with(now) - 1)
+            paused_until = answered + pause
+            event = pacer.on_throttled(answered, sent_at=now, pause=pause, hinted=hinted)
+            yield now, admission, event
+        now = answered
+
+
+def test_slow_start_on_a_token_bucket_measures_its_rate() -> None:
+    """Slow start spends its first seconds under the limit (a burst of 4 suggests 5/s),
+    so what got through per second understates the rate (13/s); read as the run's first
+    burst's bucket would serve it, the 429 that ends slow start sets a ceiling near 20/s."""
+    cut = next(
+        event
+        for _, _, event in _one_worker(make_limiter("token", 20, 1.0, 4), 0.004, 30.0, hinted=False)
+        if event is not None and event.fields.get("reason") == "429"
+    )
     ceiling = cut.fields["ceiling_per_s"]
     assert isinstance(ceiling, float)
     assert 0.9 * 20 <= ceiling <= 20.0
@@ -552,7 +567,12 @@ async def test_a_quota_pause_releases_everyone_together() -> None:
 
 # --- no headers, but Retry-After: the window is learned from two throttles ---------
 
-from trade_ingest.simulator.limits import LimiterKind, make_limiter  # noqa: E402
+from trade_ingest.simulator.limits import (  # noqa: E402
+    Admission,
+    LimiterKind,
+    RateLimiter,
+    make_limiter,
+)
 
 
 def test_two_hinted_throttles_give_the_window_and_its_quota() -> None:
@@ -592,7 +612,8 @@ def test_throttles_without_a_hint_do_not_measure_a_window() -> None:
     assert not pacer.window_learned
 
 
-def test_a_429_under_the_learned_window_takes_back_the_probe_then_the_burst() -> None:
+def _learned_ten_per_two_seconds() -> Pacer:
+    """Ten through between two Retry-After ends 2 s apart; the batch resumes at 3.0."""
     pacer = Pacer()
     pacer.on_response()
     pacer.on_throttled(0.1, sent_at=0.09, pause=0.9, hinted=True)
@@ -600,6 +621,11 @@ def test_a_429_under_the_learned_window_takes_back_the_probe_then_the_burst() ->
         pacer.on_success(1.0 + n * 0.001, sent_at=1.0 + n * 0.001)
     pacer.on_throttled(1.02, sent_at=1.011, pause=1.98, hinted=True)
     pacer.on_resume(3.0)
+    return pacer
+
+
+def test_a_429_under_the_learned_window_takes_back_the_probe_then_the_burst() -> None:
+    pacer = _learned_ten_per_two_seconds()
     assert (pacer.limit, pacer.window) == (10, pytest.approx(2.0))
     # Held back by the log for a few windows without a 429: try a shorter one.
     now = 3.0
@@ -633,30 +659,15 @@ def _drive(
     its end) and the send times answered 429.
     """
     gateway = make_limiter(kind, limit, window, None)
-    pacer = Pacer()
-    now, paused_until = 0.0, -math.inf
     sent: list[float] = []
     periods: list[tuple[float, float]] = []
     throttled: list[float] = []
-    while now < seconds:
-        if now < paused_until:
-            now = paused_until
-            pacer.on_resume(now)
-        slot = pacer.reserve(now)
-        assert slot is not None  # one worker: its previous answer is always in
-        now = max(now, slot)
-        sent.append(now)
-        admission = gateway.admit(now + latency / 2)
-        answered = now + latency
-        if admission.allowed:
-            pacer.on_success(answered, sent_at=now)
-        else:
-            retry_after = float(math.ceil(admission.reset_after))
-            paused_until = answered + retry_after
-            periods.append((now + latency / 2, now + latency / 2 + admission.reset_after))
-            throttled.append(now)
-            pacer.on_throttled(answered, sent_at=now, pause=retry_after, hinted=True)
-        now = answered
+    for moment, admission, _ in _one_worker(gateway, latency, seconds, hinted=True):
+        sent.append(moment)
+        if not admission.allowed:
+            arrived = moment + latency / 2
+            periods.append((arrived, arrived + admission.reset_after))
+            throttled.append(moment)
     return sent, periods, throttled
 
 
@@ -665,6 +676,9 @@ def _drive(
     st.integers(2, 40),
     st.sampled_from([1.0, 2.0, 5.0]),
     st.floats(0.0005, 0.02),
+)
+@example(  # a fixed window's turn let a try at twice the rate pass its first window
+    kind="fixed", limit=9, window=1.0, latency=0.01953125
 )
 def test_a_learned_window_is_kept_to_and_used(
     kind: LimiterKind, limit: int, window: float, latency: float
@@ -795,13 +809,13 @@ def _pace(pacer: Pacer, now: float, until: float) -> tuple[float, list[tuple[flo
 def test_a_window_as_short_as_the_hint_resolution_is_tried_twice_as_fast_at_once() -> None:
     """Two whole-second Retry-Afters a second apart only bound the rate from below (a
     token bucket's sub-second wait reads as one second): the pace starts at twice the
-    rate measured, the next try comes after one window; if it fails, back to what held."""
+    rate measured, the next try comes after two windows; if it fails, back to what held."""
     pacer, measured = _short_window_learned()
     learned = pacer.on_resume(2.05)
     assert learned is not None
     assert learned.name == "pacing.rate_learned"
     assert learned.fields["rate_per_s"] == pytest.approx(2 * measured, rel=0.01)
-    now, probes = _pace(pacer, 2.05, 2.05 + 1.03 + 0.3)
+    now, probes = _pace(pacer, 2.05, 2.05 + 2 * 1.03 + 0.3)
     assert [event.fields["reason"] for _, event in probes] == ["probing"]
     assert probes[0][1].fields["rate_per_s"] == pytest.approx(4 * measured, rel=0.01)
     event = pacer.on_throttled(now + 0.01, sent_at=now, pause=1.0, hinted=True)
@@ -824,7 +838,7 @@ def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
     added while it lasted: that addition over its length is the gateway's rate."""
     pacer, _ = _short_window_learned()
     pacer.on_resume(2.05)
-    now, probes = _pace(pacer, 2.05, 3.09)
+    now, probes = _pace(pacer, 2.05, 2.05 + 2 * 1.03 + 0.05)
     assert [event.fields["reason"] for _, event in probes] == ["probing"]
     tried = now
     through = 10 + round(gateway_rate * 0.2)
@@ -845,13 +859,7 @@ def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
 def test_a_429_at_the_held_window_evens_out_that_window_not_the_first() -> None:
     """A burst not taken again is kept at its rate, evenly: the rate of the window
     in use (shortened by the tries that held), not of the one first learned."""
-    pacer = Pacer()
-    pacer.on_response()
-    pacer.on_throttled(0.1, sent_at=0.09, pause=0.9, hinted=True)
-    for n in range(10):
-        pacer.on_success(1.0 + n * 0.001, sent_at=1.0 + n * 0.001)
-    pacer.on_throttled(1.02, sent_at=1.011, pause=1.98, hinted=True)
-    pacer.on_resume(3.0)
+    pacer = _learned_ten_per_two_seconds()
     now, probes = 3.0, []
     while len(probes) < 2:
         now, more = _pace(pacer, now, now + 0.2)
@@ -927,31 +935,16 @@ def test_a_window_learned_without_hints_is_kept_to(
     """One worker against a window that sends no hint, our pause doubling with each
     429 in a row: the window is learned, few 429s follow (tries that go too far),
     and the second half of a minute uses at least three quarters of the quota."""
-    gateway = make_limiter(kind, limit, window, None)
-    pacer = Pacer()
-    pacer.on_response()
-    now, paused_until, latency = 0.0, -math.inf, 0.005
     learned_at: float | None = None
     throttles: list[float] = []
     sent: list[float] = []
-    while now < 60.0:
-        if now < paused_until:
-            now = paused_until
-            pacer.on_resume(now)
-        slot = pacer.reserve(now)
-        assert slot is not None
-        now = max(now, slot)
-        sent.append(now)
-        if gateway.admit(now + latency / 2).allowed:
-            event = pacer.on_success(now + latency, sent_at=now)
-        else:
-            pause = 0.75 * 2 ** (pacer.streak_with(now) - 1)
-            paused_until = now + latency + pause
-            throttles.append(now)
-            event = pacer.on_throttled(now + latency, sent_at=now, pause=pause)
+    gateway = make_limiter(kind, limit, window, None)
+    for moment, admission, event in _one_worker(gateway, 0.005, 60.0, hinted=False):
+        sent.append(moment)
+        if not admission.allowed:
+            throttles.append(moment)
         if event is not None and event.fields.get("source") == "429_window":
-            learned_at = now
-        now += latency
+            learned_at = moment
     assert learned_at is not None
     assert len([t for t in throttles if t > learned_at]) <= 4
     assert sum(1 for t in sent if t >= 30.0) >= 0.75 * 30.0 * limit / window

@@ -825,10 +825,11 @@ class Pacer:
             # Both ends may be up to a hint's resolution late: a window about
             # as short as that only bounds the rate from below (a token bucket's
             # sub-second wait reads as a whole second). The first try is at
-            # once, and twice as fast; the next, after one window; if one
+            # once, and twice as fast; the next, after two windows (a fixed
+            # window's turn may let a try too far pass the first); if one
             # fails, the usual wait.
             self._start_try(now, PROBE_STEP)
-            self._probe_spans, self._probe_step = 1, PROBE_STEP
+            self._probe_spans, self._probe_step = 2, PROBE_STEP
             self._probe_failures_spans = LEARNED_PROBE_SPANS / 2
         return self._window_event("429_window")
 
