@@ -329,9 +329,9 @@ class Pacer:
         # Only the answer to the last promised request (or a later one) promises another.
         self._probe_taken = -math.inf
         self._forget_upto = -math.inf
-        # Learned without headers (see LEARNED_CUT): the send times of the
-        # successes since the last hinted throttle's end (only they can be
-        # measured), and when to try a shorter window.
+        # Learned without headers (see LEARNED_CUT and ``_settle_unhinted``):
+        # the send times of the successes since the last burst began, while no
+        # window is known, and when to try a shorter window.
         self.window_learned = False
         self._recent_sends: list[float] = []
         self._last_hinted = False
@@ -848,9 +848,9 @@ class Pacer:
         last_429 = self._last_429 if self._last_429 is not None else -math.inf
         start = resumed if resumed is not None and last_429 < resumed <= sent_at else sent_at
         burst, self._unhinted_burst = self._unhinted_burst, None
-        previous, self._burst_start = self._burst_start, start
+        self._burst_start = start
         refused_empty, self._refused_empty = self._refused_empty, False
-        if burst is None or previous is None or not refused_empty or self._last_hinted:
+        if burst is None or not refused_empty or self._last_hinted:
             return None
         begun, throttled = burst
         sends = sorted(t for t in self._recent_sends if begun <= t < throttled)
