@@ -16,7 +16,20 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trade_ingest.audit import AuditLog, ChainHead, CoreFields, HashChain, Redactor
+from trade_ingest.audit import (
+    _BEARER,
+    _URL_QUERY,
+    _URL_USERINFO,
+    REDACTED,
+    AuditLog,
+    ChainHead,
+    CoreFields,
+    HashChain,
+    Redactor,
+    _redact_credential,
+    _redact_query,
+    _redact_userinfo,
+)
 from trade_ingest.clock import FakeClock
 from trade_ingest.config import Settings
 from trade_ingest.fetch import USER_AGENT, TradeUrls, _ResponseHeaders, build_client, trade_path
@@ -156,6 +169,35 @@ def test_result_line_is_what_json_dumps_writes(
     )
     expected = (head[:-1] + ',"trade":{"price":"84.35"}}\n').encode()
     assert result_line(trade_id, batch_id, fetched_at, attempts, '{"price":"84.35"}') == expected
+
+
+def _scrub_by_every_pattern(text: str, secrets: list[str]) -> str:
+    """The redaction of text with no shortcut: every substitution run on every value."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    text = _BEARER.sub(_redact_credential, text)
+    text = _URL_QUERY.sub(_redact_query, text)
+    return _URL_USERINFO.sub(_redact_userinfo, text)
+
+
+_REDACTION_PIECES = st.sampled_from(
+    ["Bearer", "bearer", "Token", "basic", " ", "\t", "\u2003", "\n", "://", "https", "@",
+     "?", "=", "&", "k-99", "s3cret", "a", "B", "-", ".", "/", "é"]
+)  # fmt: skip
+
+
+@given(
+    text=st.lists(_REDACTION_PIECES | st.text(max_size=3), max_size=12).map("".join),
+    secrets=st.sampled_from([[], ["s3cret"], ["s3cret", "k-99"]]),
+)
+def test_redaction_shortcut_changes_nothing(text: str, secrets: list[str]) -> None:
+    """Values the shortcut passes (no whitespace, no ``://``) are those no pattern changes:
+    field by field and as plain text, with and without known secrets."""
+    expected = _scrub_by_every_pattern(text, secrets)
+    redactor = Redactor(secrets)
+    assert redactor.scrub(text) == expected
+    as_field = redactor(None, "info", {"error": text, "attempt": 1})
+    assert as_field == {"error": expected, "attempt": 1}
 
 
 def test_audit_lines_are_what_structlog_writes_with_the_same_processors() -> None:

@@ -50,9 +50,14 @@ _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
 # The query of a URL in text: its values may be API keys (``?api_key=...``).
 _URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#\"'<>]*\?)([^\s#\"'<>]+)")
 _QUERY_VALUE = re.compile(r"=[^&;]*")
+# Text with neither whitespace nor a URL scheme: nothing above can match in it (what a
+# credential pattern needs), so most values skip the substitutions.
+_MAY_HOLD_CREDENTIAL = re.compile(r"\s|://")
 REDACTED = "***"
 # Values that hold no text: nothing in them to redact, no keys to check.
 _PLAIN = frozenset({int, float, bool, type(None)})
+# Values with no keys inside to check.
+_FLAT = _PLAIN | {str}
 
 
 def _redact_credential(match: re.Match[str]) -> str:
@@ -97,16 +102,21 @@ class Redactor:
                 self._secret_key[key] = known
         return known
 
+    def _scrub_text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        if _MAY_HOLD_CREDENTIAL.search(value) is None:
+            return value
+        value = _BEARER.sub(_redact_credential, value)
+        if "://" in value:
+            value = _URL_QUERY.sub(_redact_query, value)
+            value = _URL_USERINFO.sub(_redact_userinfo, value)
+        return value
+
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            value = _BEARER.sub(_redact_credential, value)
-            if "://" in value:
-                value = _URL_QUERY.sub(_redact_query, value)
-                value = _URL_USERINFO.sub(_redact_userinfo, value)
-            return value
+            return self._scrub_text(value)
         if isinstance(value, dict):
             return self._scrub_dict(value)
         if isinstance(value, list | tuple):
@@ -118,15 +128,22 @@ class Redactor:
 
     def _scrub_dict(self, value: Mapping[Any, Any]) -> dict[Any, Any]:
         """``scrub`` of a dict: what an event is, so the common cases come first."""
-        known = self._secret_key
+        known = self._secret_key  # holds text keys only: any other key misses, then is no secret
+        may_hold_credential = None if self._secrets else _MAY_HOLD_CREDENTIAL.search
         scrubbed = {}
         for key, item in value.items():
-            secret = known.get(key) if isinstance(key, str) else False
+            secret = known.get(key)
             if secret is None:
                 secret = self._is_secret_key(key)
+            kind = type(item)
             if secret:
                 scrubbed[key] = REDACTED
-            elif type(item) in _PLAIN:
+            elif kind is str:
+                if may_hold_credential is not None and may_hold_credential(item) is None:
+                    scrubbed[key] = item
+                else:
+                    scrubbed[key] = self._scrub_text(item)
+            elif kind in _PLAIN:
                 scrubbed[key] = item
             else:
                 scrubbed[key] = self.scrub(item)
@@ -139,7 +156,11 @@ class Redactor:
 
 
 class CoreFields:
-    """A structlog processor putting timestamp, event and batch id first, in that order."""
+    """A structlog processor adding the timestamp and batch id every event carries.
+
+    They are set on structlog's own copy of the event, over any the caller passed: the
+    line is rendered with sorted keys, so where they go in the dict does not matter.
+    """
 
     def __init__(self, batch_id: str, clock: Clock) -> None:
         self._batch_id = batch_id
@@ -148,13 +169,9 @@ class CoreFields:
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        ordered: dict[str, Any] = {
-            "timestamp": utc_rfc3339(self._clock.wall()),
-            "event": event_dict.pop("event"),
-            "batch_id": self._batch_id,
-        }
-        ordered.update(event_dict)
-        return ordered
+        event_dict["timestamp"] = utc_rfc3339(self._clock.wall())
+        event_dict["batch_id"] = self._batch_id
+        return event_dict
 
 
 GENESIS = "0" * 64
@@ -210,13 +227,13 @@ def read_chain_head(path: Path) -> ChainHead:
 def _only_text_keys(value: Any) -> bool:
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 return False
-            if type(item) not in _PLAIN and not _only_text_keys(item):
+            if type(item) not in _FLAT and not _only_text_keys(item):
                 return False
         return True
     if isinstance(value, list | tuple):
-        return all(_only_text_keys(v) for v in value)
+        return all(type(v) in _FLAT or _only_text_keys(v) for v in value)
     return True
 
 
@@ -302,7 +319,7 @@ class AuditLog:
             wrapper_class=structlog.BoundLogger,
             context_class=dict,
             cache_logger_on_first_use=True,
-        )
+        ).bind()  # the bound logger itself, not a proxy that looks it up on every event
 
     @property
     def head(self) -> str:
