@@ -74,6 +74,8 @@ def test_response_headers_read_like_httpx_headers() -> None:
     mapped = _ResponseHeaders(raw)
     for name in ("date", "DATE", "x-ratelimit-remaining", "Via", "absent"):
         assert mapped.get(name) == raw.get(name)
+        assert mapped.get(name, "-") == raw.get(name, "-")
+        assert (name in mapped) == (name in raw)
     assert dict(mapped) == dict(raw)
     assert parse_quota(mapped, 0.0, 0.0) == parse_quota(raw, 0.0, 0.0)
 

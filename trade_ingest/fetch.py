@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeVar, overload
 from urllib.parse import quote
 
 import httpx
@@ -171,6 +172,9 @@ class Failed:
     error: str
 
 
+_Default = TypeVar("_Default")
+
+
 class _ResponseHeaders(Mapping[str, str]):
     """A response's headers for the policy to read: a lookup is one dict lookup.
 
@@ -186,6 +190,18 @@ class _ResponseHeaders(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._fields[name.lower()]
+
+    # Most names the policy asks for are absent: answered without raising a KeyError,
+    # which is what ``Mapping.get`` and ``in`` would do for each.
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, /, default: str | _Default) -> str | _Default: ...
+    def get(self, name: str, /, default: object = None) -> object:
+        return self._fields.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields)

@@ -14,6 +14,7 @@ when the server gave a hint, and they are batch-wide (see ``pacing``).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -90,6 +91,7 @@ _EPOCH_SECONDS_FLOOR = 1e9
 _EPOCH_MILLIS_FLOOR = 1e12
 
 
+@functools.lru_cache(maxsize=8)  # every response's Date: the same text for a whole second
 def parse_http_date(value: str) -> float | None:
     """Epoch seconds for an RFC 9110 HTTP-date (IMF-fixdate, RFC 850 or asctime), else None."""
     try:
@@ -137,6 +139,8 @@ class ServerClock:
         low, high = stamped - received_wall, stamped + 1.0 - sent_wall
         if max(low, self.low) > min(high, self.high):
             return ServerClock(low, high)  # a clock was set: start again from here
+        if low <= self.low and high >= self.high:
+            return self  # nothing narrower: most responses, once the bounds have settled
         return ServerClock(max(low, self.low), min(high, self.high))
 
     @property
