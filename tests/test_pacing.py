@@ -8,6 +8,7 @@ import math
 import random
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -88,7 +89,7 @@ from trade_ingest.pacing import (  # noqa: E402
     parse_rate,
     window_from_reset,
 )
-from trade_ingest.policy import Quota  # noqa: E402
+from trade_ingest.policy import Quota, parse_quota  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -948,3 +949,65 @@ def test_a_window_learned_without_hints_is_kept_to(
     assert learned_at is not None
     assert len([t for t in throttles if t > learned_at]) <= 4
     assert sum(1 for t in sent if t >= 30.0) >= 0.75 * 30.0 * limit / window
+
+
+# --- several stated policies: the one nearest to running out governs ---------------
+
+
+def _two_policy_headers(
+    logs: dict[str, tuple[int, float, list[float]]], now: float
+) -> dict[str, str]:
+    """IETF fields of a gateway keeping two sliding windows, as it answers at ``now``."""
+    policy, state = [], []
+    for name, (quota, window, log) in logs.items():
+        log[:] = [t for t in log if t > now - window]
+        reset = math.ceil(log[0] + window - now) if log else 0
+        policy.append(f'"{name}";q={quota};w={int(window)}')
+        state.append(f'"{name}";r={quota - len(log)};t={reset}')
+    return {"RateLimit-Policy": ", ".join(policy), "RateLimit": ", ".join(state)}
+
+
+@pytest.mark.parametrize("latency", [0.002, 0.02])
+def test_two_stated_policies_are_both_kept_to(latency: float) -> None:
+    """A short burst policy (5 a second) under a longer one (20 in 10 s): paced by what
+    the gateway says of whichever is nearer to running out, one worker sends at the
+    longer policy's rate and is not refused. (Read as the lowest rate's quota with the
+    other's remaining count, as before, 12 of 241 were refused.)"""
+    logs = {"burst": (5, 1.0, []), "long": (20, 10.0, [])}
+    pacer = Pacer()
+    now, paused_until, seconds = 0.0, -math.inf, 120.0
+    sent, refused = 0, 0
+    while now < seconds:
+        if now < paused_until:
+            now = paused_until
+            pacer.on_resume(now)
+        slot = pacer.reserve(now)
+        assert slot is not None
+        now = max(now, slot)
+        arrived, answered = now + latency / 2, now + latency
+        headers = _two_policy_headers(logs, arrived)
+        allowed = all(len(log) < quota for quota, _, log in logs.values())
+        if allowed:
+            for _, _, log in logs.values():
+                log.append(arrived)
+            headers = _two_policy_headers(logs, arrived)
+            sent += 1
+        quota = parse_quota(httpx.Headers(headers), 0.0)
+        assert quota is not None
+        _, pause = pacer.on_quota(answered, quota, sent_at=now)
+        if allowed:
+            pacer.on_success(answered, sent_at=now)
+        else:
+            refused += 1
+            wait = max(
+                math.ceil(log[0] + window - arrived)
+                for quota_of, window, log in logs.values()
+                if len(log) >= quota_of
+            )
+            pacer.on_throttled(answered, sent_at=now, pause=float(wait), hinted=True)
+            pause = max(pause or 0.0, float(wait))
+        if pause:
+            paused_until = max(paused_until, answered + pause)
+        now = answered
+    assert sent >= 0.8 * 20 / 10 * seconds
+    assert refused <= 1

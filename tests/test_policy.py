@@ -308,6 +308,44 @@ def test_server_clock_starts_again_when_a_clock_is_set() -> None:
     assert ServerClock().observe("garbage", NOW, NOW) == ServerClock()
 
 
+@pytest.mark.parametrize(
+    ("headers", "quota"),
+    [
+        # Draft 08 and later: the state names its policy.
+        ({"RateLimit-Policy": '"default";q=40;w=2', "RateLimit": '"default";r=3;t=1'},
+         Quota(40, 3, 1.0, 2.0)),
+        # Two policies: the one nearest to running out governs, with its own quota and window.
+        ({"RateLimit-Policy": '"burst";q=100;w=60, "daily";q=1000;w=86400',
+          "RateLimit": '"burst";r=50;t=30, "daily";r=999;t=5000'},
+         Quota(100, 50, 30.0, 60.0)),
+        ({"RateLimit-Policy": '"burst";q=100;w=60, "daily";q=1000;w=86400',
+          "RateLimit": '"burst";r=50;t=30, "daily";r=20;t=5000'},
+         Quota(1000, 20, 5000.0, 86400.0)),
+        # Of two spent, the later reset.
+        ({"RateLimit-Policy": 'burst;q=10;w=1, hour;q=500;w=3600',
+          "RateLimit": 'burst;r=0;t=1, hour;r=0;t=1800'},
+         Quota(500, 0, 1800.0, 3600.0)),
+        # Names that match no policy: the lowest rate's policy.
+        ({"RateLimit-Policy": 'a;q=100;w=60, b;q=1000;w=86400', "RateLimit": 'c;r=3;t=1'},
+         Quota(1000, 3, 1.0, 86400.0)),
+        # Draft 07: one policy's members, its policy by quota.
+        ({"RateLimit": "limit=10, remaining=5, reset=1", "RateLimit-Policy": "10;w=1, 50;w=60"},
+         Quota(10, 5, 1.0, 1.0)),
+        ({"RateLimit": "limit=100, remaining=50, reset=30"}, Quota(100, 50, 30.0, None)),
+        # Early drafts: separate fields, policies after the limit in force.
+        ({"RateLimit-Limit": "10, 10;w=1, 50;w=60", "RateLimit-Remaining": "9",
+          "RateLimit-Reset": "1"},
+         Quota(10, 9, 1.0, 1.0)),
+        ({"RateLimit-Limit": "50", "RateLimit-Remaining": "9", "RateLimit-Reset": "1"},
+         Quota(50, 9, 1.0, None)),
+        ({"RateLimit-Policy": '"default";q=40;w=2'}, Quota(40, None, None, 2.0)),
+    ],
+)  # fmt: skip
+def test_ietf_fields(headers: dict[str, str], quota: Quota) -> None:
+    """Every draft's form; with several policies, one coherent policy and its state."""
+    assert parse_quota(httpx.Headers(headers), NOW) == quota
+
+
 def test_epoch_reset_read_against_the_server_clock() -> None:
     """An epoch reset is read against the tracked clock when given, else the Date."""
     headers = httpx.Headers(

@@ -244,49 +244,100 @@ class Quota:
 _SF_PARAM = re.compile(r"\b([a-z][a-z0-9_-]*)\s*=\s*(\d{1,15}(?:\.\d{1,9})?)\b", re.IGNORECASE)
 
 
-def _params(value: str) -> list[dict[str, float]]:
-    """``key=number`` parameters of each comma-separated item of a structured field."""
+# An item's name: a quoted string or a token before its first parameter.
+_SF_NAME = re.compile(
+    r'\s*(?:"((?:[^"\\]|\\.)*)"|([A-Za-z*][A-Za-z0-9_.:/%*!#$&\'+^`|~-]*))\s*(?:;|$)'
+)
+
+
+def _params(value: str, bare: str = "") -> list[tuple[str | None, dict[str, float]]]:
+    """Each comma-separated item of a structured field: its name (None when it has
+    none, as draft 07's ``limit=100`` members) and its ``key=number`` parameters;
+    an item that is a number (drafts 03-07's ``10;w=1``) gives it as ``bare``."""
     items = []
     for item in value.split(","):
         found = {k.lower(): float(v) for k, v in _SF_PARAM.findall(item)}
+        number = item.partition(";")[0].strip()
+        if bare and number.isdigit() and number.isascii():
+            found.setdefault(bare, float(number))
         if found:
-            items.append(found)
+            named = _SF_NAME.match(item)
+            name = None if named is None else named.group(1) or named.group(2)
+            items.append((name, found))
     return items
+
+
+def _leading_int(headers: Mapping[str, str], name: str) -> tuple[int | None, float | None]:
+    """An early draft's ``RateLimit-Limit: 10, 10;w=1, 50;w=60``: the limit in force,
+    and the window of the policy with that quota, if one is listed."""
+    value = headers.get(name)
+    if value is None:
+        return None, None
+    first, _, policies = value.partition(",")
+    text = first.strip()
+    if not (text.isdigit() and text.isascii()):
+        return None, None
+    limit = int(text)
+    for item in policies.split(","):
+        quota, _, params = item.partition(";")
+        window = {k.lower(): float(v) for k, v in _SF_PARAM.findall(params)}.get("w")
+        if quota.strip() == text and window:
+            return limit, window
+    return limit, None
 
 
 def _ietf_quota(headers: Mapping[str, str], now: float) -> Quota | None:
     """IETF draft fields: ``RateLimit``/``RateLimit-Policy`` (draft 08 and later),
     ``RateLimit: limit=, remaining=, reset=`` (draft 07), or the separate
-    ``RateLimit-Limit``/``-Remaining``/``-Reset`` fields of the early drafts."""
+    ``RateLimit-Limit``/``-Remaining``/``-Reset`` fields of the early drafts.
+
+    Several policies (``"burst";q=100;w=60, "daily";q=1000;w=86400``): the one
+    nearest to running out governs (the least remaining; of equals, the later
+    reset), with its own quota and window, matched by name. Unnamed, the
+    policy of the lowest rate is taken.
+    """
     limit = remaining = None
     reset = window = None
+    listed: list[tuple[str | None, dict[str, float]]] = []
+    governing: dict[str, float] | None = None
     policy_value = headers.get("ratelimit-policy")
     if policy_value:
-        # Several policies: the most restrictive (lowest rate) governs.
-        policies = [p for p in _params(policy_value) if p.get("q") and p.get("w")]
-        if policies:
-            tightest = min(policies, key=lambda p: p["q"] / p["w"])
-            limit, window = int(tightest["q"]), tightest["w"]
+        listed = [(n, p) for n, p in _params(policy_value, bare="q") if p.get("q") and p.get("w")]
+        if listed:
+            governing = min((p for _, p in listed), key=lambda p: p["q"] / p["w"])
     field = headers.get("ratelimit")
     if field:
         items = _params(field)
-        if any({"limit", "remaining", "reset"} & item.keys() for item in items):
+        if any({"limit", "remaining", "reset"} & item.keys() for _, item in items):
             # Draft 07 lists one policy's keys as comma-separated members.
-            items = [{k: v for item in items for k, v in item.items()}]
+            items = [(None, {k: v for _, item in items for k, v in item.items()})]
         if items:
-            item = min(items, key=lambda p: p.get("r", p.get("remaining", math.inf)))
+            name, item = min(
+                items,
+                key=lambda i: (
+                    i[1].get("r", i[1].get("remaining", math.inf)),
+                    -i[1].get("t", i[1].get("reset", 0.0)),
+                ),
+            )
             r = item.get("r", item.get("remaining"))
-            t = item.get("t", item.get("reset"))
             remaining = None if r is None else int(r)
-            reset = t
-            if limit is None and "limit" in item:
+            reset = item.get("t", item.get("reset"))
+            # The policy this state is of: by name, or by its quota (draft 07).
+            of_item = [p for n, p in listed if name is not None and n == name]
+            if "limit" in item:
                 limit = int(item["limit"])
-    for name in ("limit", "remaining"):
-        value = _int_header(headers, f"ratelimit-{name}")
-        if value is not None and name == "limit" and limit is None:
-            limit = value
-        elif value is not None and name == "remaining" and remaining is None:
-            remaining = value
+                of_item = [p for _, p in listed if p["q"] == limit]
+            if of_item:
+                governing = of_item[0]
+            elif limit is not None:
+                governing = None
+    if governing is not None:
+        limit, window = int(governing["q"]), governing["w"]
+    if limit is None:
+        limit, listed_window = _leading_int(headers, "ratelimit-limit")
+        window = window or listed_window
+    if remaining is None:
+        remaining = _int_header(headers, "ratelimit-remaining")
     if reset is None and headers.get("ratelimit-reset"):
         reset = parse_ratelimit_reset(headers["ratelimit-reset"], now)
     if limit is None and remaining is None and reset is None:
