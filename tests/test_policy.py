@@ -149,6 +149,19 @@ def test_server_date_missing_falls_back_to_client_clock() -> None:
         ),
         ({"X-RateLimit-Reset": "12"}, WaitHint(12.0, "x_ratelimit_reset", "12")),
         ({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "12"}, None),
+        # Twitter's spelling; Discord's precise delta, which wins over its epoch reset.
+        (
+            {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": str(int(NOW) + 30)},
+            WaitHint(30.0, "x_ratelimit_reset", str(int(NOW) + 30)),
+        ),
+        (
+            {
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(NOW + 30.5),
+                "X-RateLimit-Reset-After": "1.25",
+            },
+            WaitHint(1.25, "x_ratelimit_reset", "1.25"),
+        ),
         ({}, None),
         ({"Retry-After": "junk"}, None),
     ],
@@ -339,10 +352,18 @@ def test_server_clock_starts_again_when_a_clock_is_set() -> None:
         ({"RateLimit-Limit": "50", "RateLimit-Remaining": "9", "RateLimit-Reset": "1"},
          Quota(50, 9, 1.0, None)),
         ({"RateLimit-Policy": '"default";q=40;w=2'}, Quota(40, None, None, 2.0)),
+        # X-RateLimit-* in Twitter's spelling, and Discord's delta beside its epoch reset.
+        ({"X-Rate-Limit-Limit": "900", "X-Rate-Limit-Remaining": "899",
+          "X-Rate-Limit-Reset": str(int(NOW) + 60)},
+         Quota(900, 899, 60.0, None, reset_error=1.0)),
+        ({"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
+          "X-RateLimit-Reset": str(NOW + 30.5), "X-RateLimit-Reset-After": "1.25"},
+         Quota(5, 0, 1.25, None)),
     ],
 )  # fmt: skip
-def test_ietf_fields(headers: dict[str, str], quota: Quota) -> None:
-    """Every draft's form; with several policies, one coherent policy and its state."""
+def test_quota_fields(headers: dict[str, str], quota: Quota) -> None:
+    """Every IETF draft's form (with several policies, one coherent policy and its
+    state), and the X-RateLimit-* spellings beside the common one."""
     assert parse_quota(httpx.Headers(headers), NOW) == quota
 
 

@@ -211,11 +211,13 @@ def wait_hint(
         delay = parse_retry_after(retry_after, now)
         if delay is not None:
             return WaitHint(delay, "retry_after", retry_after)
-    reset = headers.get("x-ratelimit-reset")
-    if reset is not None and _int_header(headers, "x-ratelimit-remaining") in (0, None):
-        delay = parse_ratelimit_reset(reset, now)
-        if delay is not None:
-            return WaitHint(delay, "x_ratelimit_reset", reset)
+    fields = _x_ratelimit(headers)
+    if fields is not None:
+        _, remaining, reset, _ = fields
+        if reset is not None and remaining in (0, None):
+            delay = parse_ratelimit_reset(reset, now)
+            if delay is not None:
+                return WaitHint(delay, "x_ratelimit_reset", reset)
     quota = _ietf_quota(headers, now)
     if quota is not None and quota.reset is not None and quota.remaining in (0, None):
         raw = headers.get("ratelimit") or headers.get("ratelimit-reset") or ""
@@ -364,15 +366,34 @@ def parse_quota(
     ietf = _ietf_quota(headers, now)
     if ietf is not None:
         return ietf
-    limit = _int_header(headers, "x-ratelimit-limit")
-    remaining = _int_header(headers, "x-ratelimit-remaining")
-    reset_value = headers.get("x-ratelimit-reset")
-    reset = parse_ratelimit_reset(reset_value, now) if reset_value else None
-    if limit is None and remaining is None and reset is None:
+    fields = _x_ratelimit(headers)
+    if fields is None:
         return None
-    epoch = reset is not None and float(reset_value or 0) >= _EPOCH_SECONDS_FLOOR
+    limit, remaining, reset_value, delta = fields
+    reset = parse_ratelimit_reset(reset_value, now) if reset_value else None
+    epoch = not delta and reset is not None and float(reset_value or 0) >= _EPOCH_SECONDS_FLOOR
     error = min(server_time_error, reset or 0.0) if epoch else 0.0
     return Quota(limit, remaining, reset, None, error)
+
+
+# ``X-RateLimit-*``, and Twitter's ``X-Rate-Limit-*`` spelling of the same fields.
+_X_PREFIXES = ("x-ratelimit-", "x-rate-limit-")
+
+
+def _x_ratelimit(
+    headers: Mapping[str, str],
+) -> tuple[int | None, int | None, str | None, bool] | None:
+    """``X-RateLimit-Limit``, ``-Remaining`` and the reset's text, and whether that text
+    is a delta for sure (Discord's ``X-RateLimit-Reset-After``, which wins: it is not
+    truncated to a second); None when there are none."""
+    for prefix in _X_PREFIXES:
+        limit = _int_header(headers, prefix + "limit")
+        remaining = _int_header(headers, prefix + "remaining")
+        after = headers.get(prefix + "reset-after")
+        reset = after if after is not None else headers.get(prefix + "reset")
+        if limit is not None or remaining is not None or reset is not None:
+            return limit, remaining, reset, after is not None
+    return None
 
 
 def unreadable_hint(headers: Mapping[str, str]) -> str | None:
