@@ -18,6 +18,7 @@ from trade_ingest.policy import RETRYABLE, Cause, classify_status, parse_quota, 
 
 HEADER_NAMES = [
     "retry-after",
+    "retry-after-ms",
     "date",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",

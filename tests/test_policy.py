@@ -149,6 +149,13 @@ def test_server_date_missing_falls_back_to_client_clock() -> None:
         ),
         ({"X-RateLimit-Reset": "12"}, WaitHint(12.0, "x_ratelimit_reset", "12")),
         ({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "12"}, None),
+        # Milliseconds, where the gateway sends them too.
+        (
+            {"Retry-After": "2", "Retry-After-Ms": "1250"},
+            WaitHint(1.25, "retry_after", "1250"),
+        ),
+        ({"x-ms-retry-after-ms": "40"}, WaitHint(0.04, "retry_after", "40")),
+        ({"Retry-After": "2", "Retry-After-Ms": "soon"}, WaitHint(2.0, "retry_after", "2")),
         # Twitter's spelling; Discord's precise delta, which wins over its epoch reset.
         (
             {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": str(int(NOW) + 30)},

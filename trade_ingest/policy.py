@@ -189,13 +189,18 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     return int(text) if text.isdigit() and text.isascii() else None
 
 
+# The same wait in milliseconds, as some gateways (and Azure's) send beside Retry-After.
+_RETRY_AFTER_MS = ("retry-after-ms", "x-ms-retry-after-ms")
+
+
 def wait_hint(
     headers: Mapping[str, str], client_wall: float, server_time: float | None = None
 ) -> WaitHint | None:
     """The server's wait hint on a throttled or unavailable response, if it gave one.
 
-    ``Retry-After`` wins; otherwise ``X-RateLimit-Reset`` counts when the quota
-    is spent (``X-RateLimit-Remaining: 0``, or no remaining count at all).
+    ``Retry-After`` wins (in milliseconds when ``Retry-After-Ms`` says it);
+    otherwise ``X-RateLimit-Reset`` counts when the quota is spent
+    (``X-RateLimit-Remaining: 0``, or no remaining count at all).
     The IETF ``RateLimit`` reset counts the same way. ``headers`` must look
     names up case-insensitively (``httpx.Headers`` does).
 
@@ -206,6 +211,10 @@ def wait_hint(
     """
     date_now = server_now(headers, client_wall)
     now = date_now if server_time is None else max(server_time, date_now)
+    for name in _RETRY_AFTER_MS:
+        millis = headers.get(name)
+        if millis is not None and _DELAY_SECONDS.fullmatch(millis.strip()):
+            return WaitHint(float(millis) / 1000.0, "retry_after", millis)
     retry_after = headers.get("retry-after")
     if retry_after is not None:
         delay = parse_retry_after(retry_after, now)
