@@ -366,9 +366,11 @@ def test_server_clock_starts_again_when_a_clock_is_set() -> None:
         ({"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
           "X-RateLimit-Reset": str(NOW + 30.5), "X-RateLimit-Reset-After": "1.25"},
          Quota(5, 0, 1.25, None)),
+        # Nothing readable is no quota at all (the rate is then learned from 429s).
+        ({"X-RateLimit-Reset": "soon", "RateLimit-Remaining": "many"}, None),
     ],
 )  # fmt: skip
-def test_quota_fields(headers: dict[str, str], quota: Quota) -> None:
+def test_quota_fields(headers: dict[str, str], quota: Quota | None) -> None:
     """Every IETF draft's form (with several policies, one coherent policy and its
     state), and the X-RateLimit-* spellings beside the common one."""
     assert parse_quota(httpx.Headers(headers), NOW) == quota

@@ -380,6 +380,8 @@ def parse_quota(
         return None
     limit, remaining, reset_value, delta = fields
     reset = parse_ratelimit_reset(reset_value, now) if reset_value else None
+    if limit is None and remaining is None and reset is None:
+        return None
     epoch = not delta and reset is not None and float(reset_value or 0) >= _EPOCH_SECONDS_FLOOR
     error = min(server_time_error, reset or 0.0) if epoch else 0.0
     return Quota(limit, remaining, reset, None, error)
