@@ -316,6 +316,30 @@ async def test_429s_in_a_row_without_a_hint_lengthen_the_batch_pause() -> None:
 
 
 @pytest.mark.anyio
+async def test_retry_after_zero_again_and_again_is_not_a_tight_loop() -> None:
+    """``Retry-After: 0`` is taken once; the next 429 in a row waits our own backoff
+    (and the audit log keeps what the gateway said)."""
+    h = Harness(SETTINGS)
+    answers = iter([429, 429, 429, 200])
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        h.clock.advance(0.01)  # a round trip
+        status = next(answers)
+        if status == 429:
+            return httpx.Response(429, headers={"Retry-After": "0"})
+        return httpx.Response(200, json=TRADE)
+
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(side_effect=gateway)
+        async with h.client:
+            await h.fetcher.fetch("T1")
+    assert [s for s in h.clock.sleeps if s > 0] == [0.75, 1.5]
+    scheduled = [e for e in h.events() if e["event"] == "trade.retry_scheduled"]
+    assert [e["delay_source"] for e in scheduled] == ["retry_after", "backoff", "backoff"]
+    assert all(e["hint"] == "0" for e in scheduled)
+
+
+@pytest.mark.anyio
 async def test_oversized_body_is_cut_off() -> None:
     """A body over max_body_bytes is refused, never written."""
     h = Harness(Settings(base_url=BASE, max_body_bytes=100, http_transport="httpcore"))

@@ -244,6 +244,32 @@ def test_decide_table(
     )
 
 
+@pytest.mark.parametrize(
+    ("streak", "hint", "expected"),
+    [
+        (1, WaitHint(0.0, "retry_after", "0"), Retry(0.0, "retry_after", True, "0")),
+        # Nothing got through since the last 429: at least our own wait for the row so far.
+        (2, WaitHint(0.0, "retry_after", "0"), Retry(0.75, "backoff", True, "0")),
+        (3, WaitHint(0.001, "retry_after", "1"), Retry(1.5, "backoff", True, "1")),
+        (3, WaitHint(2.0, "retry_after", "2"), Retry(2.0, "retry_after", True, "2")),
+    ],
+)
+def test_a_short_hint_again_and_again_is_not_taken(
+    streak: int, hint: WaitHint, expected: Retry
+) -> None:
+    """``Retry-After: 0`` is honoured once; 429s in a row wait at least the backoff."""
+    decision = decide(
+        POLICY,
+        attempt=1,
+        cause=Cause.RATE_LIMITED,
+        status=429,
+        hint=hint,
+        rng=HALF,
+        throttle_streak=streak,
+    )
+    assert decision == expected
+
+
 def test_hint_over_max_wait_defers_instead_of_shortening() -> None:
     """A server hint longer than max_wait is not cut short: the trade is deferred."""
     decision = decide(

@@ -656,7 +656,9 @@ class Pacer:
         return self.throttle_streak + 1 if self._after_last_429(sent_at) else self.throttle_streak
 
     def _after_last_429(self, sent_at: float) -> bool:
-        return self._last_429 is None or sent_at > self._last_429
+        # Sent when the last 429 came back, or later: not in flight then (a retry
+        # sent at once, as after ``Retry-After: 0``, is at the same instant).
+        return self._last_429 is None or sent_at >= self._last_429
 
     def on_success(self, now: float, sent_at: float) -> PacingEvent | None:
         """A request went through: the throttle streak ends; a learned rate creeps up."""

@@ -505,6 +505,13 @@ def decide(
         return GiveUp(cause.value, f"{cause.value}: not retried")
     if hint is not None:
         retry = Retry(hint.delay, hint.source, batch_wide=True, hint=hint.raw)
+        if cause is Cause.RATE_LIMITED and throttle_streak > 1:
+            # The gateway's last wait brought nothing through: a wait shorter than our
+            # own for the row so far is not taken, so a gateway answering
+            # ``Retry-After: 0`` again and again is not knocked on in a tight loop.
+            floor = policy.throttle_backoff(throttle_streak - 1, rng)
+            if hint.delay < floor:
+                retry = Retry(floor, "backoff", batch_wide=True, hint=hint.raw)
     elif cause is Cause.RATE_LIMITED:
         retry = Retry(policy.throttle_backoff(throttle_streak, rng), "backoff", batch_wide=True)
     else:
