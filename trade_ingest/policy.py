@@ -297,6 +297,13 @@ def _leading_int(headers: Mapping[str, str], name: str) -> tuple[int | None, flo
     return limit, None
 
 
+def _nearest_to_running_out(state: tuple[str | None, dict[str, float]]) -> tuple[float, float]:
+    """A ``RateLimit`` item's order: the least remaining first; of equals, the later reset."""
+    params = state[1]
+    remaining = params.get("r", params.get("remaining", math.inf))
+    return remaining, -params.get("t", params.get("reset", 0.0))
+
+
 def _ietf_quota(headers: Mapping[str, str], now: float) -> Quota | None:
     """IETF draft fields: ``RateLimit``/``RateLimit-Policy`` (draft 08 and later),
     ``RateLimit: limit=, remaining=, reset=`` (draft 07), or the separate
@@ -323,13 +330,7 @@ def _ietf_quota(headers: Mapping[str, str], now: float) -> Quota | None:
             # Draft 07 lists one policy's keys as comma-separated members.
             items = [(None, {k: v for _, item in items for k, v in item.items()})]
         if items:
-            name, item = min(
-                items,
-                key=lambda i: (
-                    i[1].get("r", i[1].get("remaining", math.inf)),
-                    -i[1].get("t", i[1].get("reset", 0.0)),
-                ),
-            )
+            name, item = min(items, key=_nearest_to_running_out)
             r = item.get("r", item.get("remaining"))
             remaining = None if r is None else int(r)
             reset = item.get("t", item.get("reset"))
