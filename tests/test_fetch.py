@@ -18,6 +18,7 @@ from trade_ingest.clock import FakeClock
 from trade_ingest.config import Settings
 from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client, idempotency_key
 from trade_ingest.pacing import RateGate
+from trade_ingest.policy import Quota
 from trade_ingest.stats import RunStats
 
 BASE = "http://gateway.test"
@@ -390,3 +391,32 @@ async def test_a_named_wait_releases_together_and_our_backoff_spreads() -> None:
     paused = [e for e in h.events() if e["event"] == "batch.paused"]
     assert [e["delay_source"] for e in paused] == ["retry_after", "backoff"]
     assert backoff == pytest.approx(paused[1]["pause_s"] + 0.4 * 0.5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("failure", "given_back"),
+    [
+        (httpx.ConnectError("refused"), True),
+        (httpx.RemoteProtocolError("closed before answering"), True),
+        (httpx.ReadTimeout("no answer"), False),  # it may be in the gateway's hands
+    ],
+)
+async def test_a_request_the_gateway_never_answered_gives_its_window_slot_back(
+    failure: httpx.HTTPError, given_back: bool
+) -> None:
+    """Paced by a stated window of 2, a send that failed before any answer is taken out
+    of the log (the gateway did not count it), so the retry does not use up the window;
+    one that timed out stays in it."""
+    h = Harness(SETTINGS)
+    pacer = h.fetcher.pacer
+    pacer.on_quota(h.clock.monotonic(), Quota(limit=2, remaining=2, reset=1.0, window=1.0))
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(side_effect=[failure, httpx.Response(200, json=TRADE)])
+        async with h.client:
+            assert isinstance(await h.fetcher.fetch("T1"), Fetched)
+    span = pacer.window_span()
+    assert span is not None
+    now = h.clock.monotonic()
+    free_now = pacer.next_window_slot(now, 2, span, take_probe=False) == now
+    assert free_now is given_back

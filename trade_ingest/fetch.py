@@ -220,6 +220,15 @@ class _Attempt:
     headers: Mapping[str, str]
     body: str
     error: str
+    # Never reached the gateway's counter, or most likely not (see ``_UNCOUNTED``).
+    uncounted: bool = False
+
+
+# Failures before any answer that a gateway's rate limit has not counted: no connection
+# was made, or (most often a kept-alive connection the server closed as we sent) it was
+# closed before a status line came back. Taking one as not counted when it was costs
+# at most one 429, whose pause ends when the send log would have freed its slot anyway.
+_UNCOUNTED = frozenset({Cause.CONNECT_ERROR, Cause.POOL_TIMEOUT, Cause.CONNECTION_CLOSED})
 
 
 class _BodyTooLarge(Exception):
@@ -289,12 +298,14 @@ class TradeFetcher:
 
     async def _attempt(self, trade_id: str) -> _Attempt:
         headers = {"Idempotency-Key": idempotency_key(trade_id)}
+        answered = False
         try:
             async with (
                 asyncio.timeout(self._settings.attempt_timeout),
                 self._client.stream("GET", self._urls.url(trade_id), headers=headers) as response,
             ):
                 status = response.status_code
+                answered = True
                 cause = classify_status(status)
                 received = _ResponseHeaders(response.headers)
                 cap = self._settings.max_body_bytes if cause is None else _ERROR_BODY_CAP
@@ -322,7 +333,9 @@ class TradeFetcher:
             return _Attempt(None, Cause.TIMEOUT, _NO_HEADERS, "", f"attempt took over {limit:g}s")
         except httpx.HTTPError as exc:
             cause = _transport_cause(exc)
-            return _Attempt(None, cause, _NO_HEADERS, "", f"{type(exc).__name__}: {exc}"[:300])
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            uncounted = cause in _UNCOUNTED and not answered
+            return _Attempt(None, cause, _NO_HEADERS, "", error, uncounted)
 
     def past_deadline(self, moment: float) -> bool:
         return self.deadline_at is not None and moment > self.deadline_at
@@ -335,12 +348,13 @@ class TradeFetcher:
         detail = "the run's deadline has passed or would pass while waiting; run again later"
         return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
 
-    async def _send_slot(self, trade_id: str, attempt: int) -> Failed | None:
+    async def _send_slot(self, trade_id: str, attempt: int) -> Failed | float:
         """Wait until this worker may send: no pause in force, and its paced slot reached.
 
-        Returns a failure instead when the wait would pass ``max_wait`` or the
-        deadline. Nothing awaits between the last check and the send, so no
-        request leaves while a pause is in force.
+        Returns the slot (the send time the pacer logged), or a failure instead
+        when the wait would pass ``max_wait`` or the deadline. Nothing awaits
+        between the last check and the send, so no request leaves while a pause
+        is in force.
         """
         clock, gate, pacer = self._clock, self._gate, self.pacer
         while True:
@@ -367,7 +381,7 @@ class TradeFetcher:
                 await clock.sleep(FIRST_RESPONSE_POLL)
                 continue
             if slot <= now:
-                return None
+                return slot
             if self.past_deadline(slot):
                 pacer.cancel(slot)
                 return self._deadline_give_up(trade_id, attempt)
@@ -380,7 +394,7 @@ class TradeFetcher:
                 return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
             await clock.sleep(slot - now)
             if gate.wait_needed(clock.monotonic()) <= 0:
-                return None
+                return slot
             pacer.cancel(slot)
 
     def _pace(self, event: PacingEvent | None) -> None:
@@ -412,9 +426,9 @@ class TradeFetcher:
         attempt = 0
         clock, pacer = self._clock, self.pacer
         while True:
-            refused = await self._send_slot(trade_id, attempt)
-            if refused is not None:
-                return refused
+            slot = await self._send_slot(trade_id, attempt)
+            if isinstance(slot, Failed):
+                return slot
             attempt += 1
             if attempt == 1:
                 self._budget.first_attempts += 1
@@ -425,6 +439,8 @@ class TradeFetcher:
             finally:
                 pacer.in_flight -= 1
             self._observe(trade_id, attempt, result, started, sent_wall)
+            if result.uncounted:
+                pacer.cancel(slot)  # the quota it was logged against is still there
             if result.cause is None:
                 self._audit.emit(
                     "trade.fetched", trade_id=trade_id, attempt=attempt, status=result.status
