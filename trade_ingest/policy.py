@@ -282,19 +282,12 @@ def _leading_int(headers: Mapping[str, str], name: str) -> tuple[int | None, flo
     """An early draft's ``RateLimit-Limit: 10, 10;w=1, 50;w=60``: the limit in force,
     and the window of the policy with that quota, if one is listed."""
     value = headers.get(name)
-    if value is None:
+    items = _params(value, bare="q") if value is not None else []
+    if not items or items[0][1].keys() != {"q"}:
         return None, None
-    first, _, policies = value.partition(",")
-    text = first.strip()
-    if not (text.isdigit() and text.isascii()):
-        return None, None
-    limit = int(text)
-    for item in policies.split(","):
-        quota, _, params = item.partition(";")
-        window = {k.lower(): float(v) for k, v in _SF_PARAM.findall(params)}.get("w")
-        if quota.strip() == text and window:
-            return limit, window
-    return limit, None
+    limit = items[0][1]["q"]
+    window = next((p["w"] for _, p in items[1:] if p.get("q") == limit and p.get("w")), None)
+    return int(limit), window
 
 
 def _nearest_to_running_out(state: tuple[str | None, dict[str, float]]) -> tuple[float, float]:
