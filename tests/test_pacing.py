@@ -212,6 +212,30 @@ def test_learns_rate_between_two_throttles() -> None:
     assert pacer.rate == pytest.approx(20 * 0.97)
 
 
+def test_with_nothing_known_requests_in_flight_grow_from_one() -> None:
+    """One request until it is answered, then one more in flight for each answer that is
+    not a 429 (twice as many a round trip), so a quota of one a window is not met by
+    every worker at once; a known rate ends it."""
+    pacer = Pacer()
+
+    def send(now: float, count: int) -> None:
+        for _ in range(count):
+            assert pacer.reserve(now) == now
+            pacer.in_flight += 1
+        assert pacer.reserve(now) is None
+
+    send(0.0, 1)
+    pacer.in_flight -= 1
+    pacer.on_success(0.01, sent_at=0.0)
+    send(0.01, 2)
+    pacer.in_flight -= 2
+    pacer.on_success(0.02, sent_at=0.01)
+    pacer.on_response()  # a 404, say
+    send(0.02, 4)
+    pacer.on_quota(0.03, Quota(limit=100, remaining=99, reset=1.0, window=1.0), sent_at=0.02)
+    assert pacer.reserve(0.03) is not None
+
+
 def test_in_flight_429s_of_one_throttle_count_once() -> None:
     """429s for requests sent before the first 429 came back change nothing more."""
     pacer = Pacer()

@@ -110,6 +110,21 @@ def test_no_send_during_a_pause_and_every_id_accounted(
     assert _sends_during_pauses(run.events) == []
 
 
+def test_a_quota_of_one_is_not_met_by_every_worker_at_once(tmp_path: Path) -> None:
+    """One request a window, told only by Retry-After (as CAISO's one every 5 s): at the
+    start the batch sends one request, not one a worker, and more only as answers come
+    back, so a refused request does not bring every other worker's 429 with it, all
+    landing inside the new Retry-After."""
+    config = GatewayConfig(limiter="fixed", rate_limit=1, window=1.0, limit_headers="none")
+    run = _run(tmp_path, config, 5, concurrency=8)
+    assert sorted(run.results) == run.ids
+    # Measured: 1 inside a Retry-After and 4 refused, five runs out of five. Every
+    # worker at once after the first answer, as before: 4-5 inside and 7-8 refused.
+    assert run.gateway.stats.during_retry_after <= 3
+    assert run.gateway.stats.by_status[429] <= 6
+    assert _sends_during_pauses(run.events) == []
+
+
 @pytest.mark.parametrize("style", ["delta", "epoch", "ietf"])
 def test_quota_headers_pace_without_429(tmp_path: Path, style: Any) -> None:
     """When the headers tell the quota, the batch paces itself under it."""

@@ -305,6 +305,10 @@ class Pacer:
         # Successes sent before the run's first 429 was sent: the gateway's burst.
         self._first_throttled_sent: float | None = None
         self._first_burst = 0
+        # While nothing is known, the most requests in flight at once: one at the start,
+        # one more for each answer that is not a 429, as TCP's slow start grows (twice
+        # as many a round trip), so a small quota is not met by every worker's 429.
+        self._release_cap = 1
         self._last_increase: float | None = None
         self._probe_speed = PROBE_START
         self._probe_hold = PROBE_HOLD
@@ -385,6 +389,8 @@ class Pacer:
                 if self._first_sent:
                     return None
                 self._first_sent = True
+            elif self.in_flight >= self._release_cap:
+                return None
             return now
         slot = max(now, self._next_slot)
         self._pacer_bound = slot > now
@@ -519,7 +525,9 @@ class Pacer:
         return event
 
     def on_response(self) -> None:
+        """An answer that is neither a success nor a 429 (or no answer at all)."""
         self.responded = True
+        self._release_cap += 1
 
     def _watch_headroom(self, now: float, quota: Quota, window: float | None) -> str | None:
         """Probe upwards after a period in which the quota stayed high and did not fall.
@@ -665,6 +673,7 @@ class Pacer:
         self.responded = True
         if self._first_throttled_sent is None or sent_at < self._first_throttled_sent:
             self._first_burst += 1
+        self._release_cap += 1
         learning = not self.headers_seen and not self.window_learned
         if learning:
             recent = self._recent_sends
