@@ -372,8 +372,9 @@ class Pacer:
     def reserve(self, now: float) -> float | None:
         """The time at which the caller may send; slots are handed out 1/rate apart.
 
-        None means "not yet": the first request is out and nothing is known
-        until it comes back; ask again after ``FIRST_RESPONSE_POLL``.
+        None means "not yet": nothing is known of the limit, and as many
+        requests are in flight as the answers so far allow (one before the
+        first, see ``_release_cap``); ask again after ``FIRST_RESPONSE_POLL``.
         """
         if self.configured is None and self.logging:
             span = self.window_span()
