@@ -381,8 +381,12 @@ def parse_quota(
     return Quota(limit, remaining, reset, None, error)
 
 
-# ``X-RateLimit-*``, and Twitter's ``X-Rate-Limit-*`` spelling of the same fields.
-_X_PREFIXES = ("x-ratelimit-", "x-rate-limit-")
+# ``X-RateLimit-*``, and Twitter's ``X-Rate-Limit-*`` spelling of the same fields: the
+# names looked up on every response, spelled out once.
+_X_FIELDS = tuple(
+    (prefix + "limit", prefix + "remaining", prefix + "reset-after", prefix + "reset")
+    for prefix in ("x-ratelimit-", "x-rate-limit-")
+)
 
 
 def _x_ratelimit(
@@ -391,11 +395,11 @@ def _x_ratelimit(
     """``X-RateLimit-Limit``, ``-Remaining`` and the reset's text, and whether that text
     is a delta for sure (Discord's ``X-RateLimit-Reset-After``, which wins: it is not
     truncated to a second); None when there are none."""
-    for prefix in _X_PREFIXES:
-        limit = _int_header(headers, prefix + "limit")
-        remaining = _int_header(headers, prefix + "remaining")
-        after = headers.get(prefix + "reset-after")
-        reset = after if after is not None else headers.get(prefix + "reset")
+    for limit_name, remaining_name, after_name, reset_name in _X_FIELDS:
+        limit = _int_header(headers, limit_name)
+        remaining = _int_header(headers, remaining_name)
+        after = headers.get(after_name)
+        reset = after if after is not None else headers.get(reset_name)
         if limit is not None or remaining is not None or reset is not None:
             return limit, remaining, reset, after is not None
     return None
