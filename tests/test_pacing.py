@@ -798,6 +798,58 @@ def test_a_sooner_reset_gets_one_request_however_many_answers_say_so() -> None:
     assert pacer.reserve(1.06) == pytest.approx(1.56 + WINDOW_GUARD)
 
 
+def test_a_worker_asleep_towards_its_slot_takes_the_promised_one() -> None:
+    """Every worker already holds a slot from the log when an answer promises a request
+    sooner: the first to look takes it, its old slot given back; the next gets nothing."""
+    pacer = _spent_log(4)
+    held = [pacer.reserve(0.02), pacer.reserve(0.02)]
+    assert min(held) > 2.0
+    pacer.on_quota(0.03, Quota(limit=4, remaining=0, reset=1.0, window=2.0), sent_at=0.01)
+    log_before = list(pacer._log)
+    assert pacer.sooner(0.1, held[0]) == pytest.approx(1.03 + WINDOW_GUARD)
+    assert pacer._log.count(held[0]) == log_before.count(held[0]) - 1
+    assert len(pacer._log) == len(log_before)
+    log_before = list(pacer._log)
+    assert pacer.sooner(0.2, held[1]) is None
+    assert pacer._log == log_before
+    # The promise is spent: another answer to an earlier request does not renew it.
+    pacer.on_quota(0.2, Quota(limit=4, remaining=0, reset=0.9, window=2.0), sent_at=0.01)
+    assert pacer.sooner(0.3, held[1]) is None
+
+
+def test_a_slot_freed_from_the_log_is_taken_sooner() -> None:
+    """The log forgets sends the gateway no longer counts: a worker's far slot moves up."""
+    pacer = _spent_log(4)
+    held = pacer.reserve(0.02)
+    assert held > 2.0
+    # Sent at 0.5, counted alone with one other: the window turned (at 0.4, say).
+    pacer._log.append(0.5)
+    pacer.on_quota(0.51, Quota(limit=4, remaining=2, reset=2.0, window=2.0), sent_at=0.5)
+    assert pacer.sooner(0.52, held) == pytest.approx(0.52)
+
+
+@pytest.mark.parametrize("configured", [None, 10.0])
+def test_a_rate_paced_slot_is_never_moved(configured: float | None) -> None:
+    """Slots handed out by a rate (configured, or from headers without a policy) stay."""
+    pacer = Pacer(configured)
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(remaining=0, reset=1.0), sent_at=0.0)
+    held = pacer.reserve(0.02)
+    assert pacer.sooner(0.03, held) is None
+
+
+def test_margins_cut_while_guessing_the_rate_do_not_stretch_the_stated_window() -> None:
+    """Quota spent while only a reset was known cut the guessed rate; once the policy is
+    stated, its window is kept as stated, not stretched by those cuts."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    for n in range(3):
+        pacer.on_quota(0.01 + n, Quota(limit=4, remaining=0, reset=1.0), sent_at=n)
+    assert pacer.probe_factor < 1.0
+    pacer.on_quota(3.02, Quota(limit=4, remaining=3, reset=2.0, window=2.0), sent_at=3.01)
+    assert pacer.window_span() == pytest.approx(2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+
+
 def test_a_send_due_by_the_reset_takes_what_it_brings_back() -> None:
     """A sooner reset adds no request when a send of ours is due by then (within the
     log's slack and a round trip): that send takes the quota coming back."""

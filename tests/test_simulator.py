@@ -73,6 +73,30 @@ def test_fixed_window_resets() -> None:
     assert limiter.admit(6.0).allowed
 
 
+def test_fixed_window_phase_counts_from_the_first_request() -> None:
+    """With a phase, the first window ends that share of a window after the first request,
+    wherever the clock stands; the next ones a whole window apart."""
+    limiter = FixedWindowLimiter(2, 2.0, phase=0.25)
+    first = limiter.admit(7.3)
+    assert first.reset_after == pytest.approx(0.5)
+    assert limiter.admit(7.7).allowed
+    refused = limiter.admit(7.75)
+    assert not refused.allowed
+    assert refused.reset_after == pytest.approx(0.05)
+    assert limiter.admit(7.8).remaining == 1
+    assert limiter.admit(9.79).allowed
+    assert not limiter.admit(9.795).allowed
+    assert limiter.admit(9.8).reset_after == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("phase", [0.0, -0.5, 1.5])
+def test_fixed_window_phase_is_a_share_of_the_window(phase: float) -> None:
+    with pytest.raises(ValueError, match="phase"):
+        FixedWindowLimiter(2, 1.0, phase=phase)
+    with pytest.raises(ValueError, match="window_phase"):
+        GatewayConfig(rate_limit=2, window_phase=phase)
+
+
 def test_serves_trades_and_404_over_keep_alive() -> None:
     """Several requests share one connection; unknown IDs are 404."""
     with (

@@ -244,6 +244,13 @@ def simulate(
     burst: Annotated[
         int | None, typer.Option(help="Token bucket capacity (default: --rate-limit).")
     ] = None,
+    window_phase: Annotated[
+        float | None,
+        typer.Option(
+            help="Fixed window: its first turn comes this share of a window after the first "
+            "request (default: windows turn at multiples of --window on the clock)."
+        ),
+    ] = None,
     retry_after: Annotated[
         str, typer.Option(help="Retry-After on 429: seconds, http-date or none.")
     ] = "seconds",
@@ -283,6 +290,7 @@ def simulate(
             rate_limit=rate_limit,
             window=window,
             burst=burst,
+            window_phase=window_phase,
             retry_after=retry_after,  # type: ignore[arg-type]
             limit_headers=limit_headers,  # type: ignore[arg-type]
             penalty=penalty,

@@ -24,7 +24,14 @@ from trade_ingest.audit import AuditLog
 from trade_ingest.clock import Clock
 from trade_ingest.config import Settings
 from trade_ingest.errors import ConfigError
-from trade_ingest.pacing import FIRST_RESPONSE_POLL, Pacer, PacingEvent, RateGate, RetryBudget
+from trade_ingest.pacing import (
+    FIRST_RESPONSE_POLL,
+    SLOT_RECHECK,
+    Pacer,
+    PacingEvent,
+    RateGate,
+    RetryBudget,
+)
 from trade_ingest.payload import InvalidBody, check_trade_body
 from trade_ingest.policy import (
     Cause,
@@ -392,10 +399,24 @@ class TradeFetcher:
                     f"max_wait {self._policy.max_wait:g}s; run again later"
                 )
                 return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
-            await clock.sleep(slot - now)
+            slot = await self._sleep_to(slot, now)
             if gate.wait_needed(clock.monotonic()) <= 0:
                 return slot
             pacer.cancel(slot)
+
+    async def _sleep_to(self, slot: float, now: float) -> float:
+        """Sleep towards ``slot``, taking a sooner one if it opens; returns the slot reached,
+        or the one held when a pause begins."""
+        clock, gate, pacer = self._clock, self._gate, self.pacer
+        while now < slot:
+            await clock.sleep(min(slot, now + SLOT_RECHECK) - now)
+            now = clock.monotonic()
+            if now >= slot or gate.wait_needed(now) > 0:
+                break
+            sooner = pacer.sooner(now, slot)
+            if sooner is not None:
+                slot = sooner
+        return slot
 
     def _pace(self, event: PacingEvent | None) -> None:
         if event is not None:

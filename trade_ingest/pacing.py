@@ -127,6 +127,8 @@ PROBE_MAX = 0.5
 MIN_RATE = 1e-4  # one request in about three hours
 # Until the first response tells us something, only one request is in flight.
 FIRST_RESPONSE_POLL = 0.005
+# A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
+SLOT_RECHECK = 0.1
 # Changes smaller than this are not worth an audit event.
 REPORTABLE_CHANGE = 0.10
 # When the quota policy is known (q requests per w seconds), sends are kept
@@ -431,6 +433,30 @@ class Pacer:
             self._probe_taken = slot
         return slot
 
+    def sooner(self, now: float, held: float) -> float | None:
+        """A slot sooner than ``held`` (the worker's logged one, given back for it), or None.
+
+        Workers reserve slots ahead and sleep towards them; meanwhile an answer
+        may open an earlier one: the request the gateway promised at its reset,
+        or a send freed from the log. A worker asleep until its far slot would
+        leave it unused, and with every worker asleep nobody would take it.
+        """
+        span = self.window_span() if self.logging and self.configured is None else None
+        if span is None or not self.limit:
+            return None
+        self.cancel(held)
+        slot = self.next_window_slot(now, self.limit, span, take_probe=False)
+        promised = self._probe_at
+        if promised is not None and promised < slot:
+            slot = max(now, promised)
+        if slot >= held:
+            bisect.insort(self._log, held)
+            return None
+        if promised is not None and slot >= promised:
+            self._probe_at, self._probe_taken = None, slot
+        bisect.insort(self._log, slot)
+        return slot
+
     def cancel(self, slot: float) -> None:
         """A reserved slot that was not used (a pause came first, or the trade gave up)."""
         log = self._log
@@ -603,8 +629,10 @@ class Pacer:
         if modelled and not self.logging and (self.window_stated or read):
             # Pace by the send log from now on. The requests in flight were sent
             # unlogged, and this report (for a request sent by ``now``) does not
-            # count them.
+            # count them. Margins cut while pacing by a guessed rate were for
+            # that guess, not for the policy now known.
             self.logging = True
+            self.probe_factor = 1.0
             self._log = [math.nextafter(now, math.inf)] * self.in_flight
             # Workers holding a paced slot not yet reached send then, unlogged.
             self._log += [slot for slot in self._paced_slots if slot > now]

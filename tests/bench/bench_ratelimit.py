@@ -64,6 +64,10 @@ class Scenario:
 def _gateway(**overrides: Any) -> GatewayConfig:
     defaults: dict[str, Any] = {"rate_limit": 40, "window": 2.0, "latency_ms": 10.0,
                                 "latency_sigma": 0.5}  # fmt: skip
+    if overrides.get("limiter", "fixed") == "fixed":
+        # Both clients meet the same turns: the first halfway through a window
+        # (on the clock, the run before decides where a run starts in it).
+        defaults["window_phase"] = 0.5
     return GatewayConfig(**(defaults | overrides))
 
 

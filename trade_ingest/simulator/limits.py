@@ -38,21 +38,32 @@ class RateLimiter(Protocol):
 
 
 class FixedWindowLimiter:
-    """``limit`` requests per window; windows start at multiples of ``window`` seconds."""
+    """``limit`` requests per window; windows start at multiples of ``window`` seconds.
 
-    def __init__(self, limit: int, window: float) -> None:
+    ``phase``: instead, the first window ends ``phase`` of a window after the
+    first request, so that two clients compared meet the same turns (on the
+    clock, where a run starts decides how much of the first window it gets).
+    """
+
+    def __init__(self, limit: int, window: float, phase: float | None = None) -> None:
         if limit < 1 or not window > 0:
             raise ValueError("a fixed window needs limit >= 1 and window > 0")
+        if phase is not None and not 0 < phase <= 1:
+            raise ValueError("a fixed window's phase is a share of it: above 0, at most 1")
         self.limit = limit
         self.window = window
+        self._phase = phase
+        self._origin = 0.0
         self._index = -1
         self._used = 0
 
     def admit(self, now: float) -> Admission:
-        index = math.floor(now / self.window)
+        if self._phase is not None:
+            self._origin, self._phase = now - (1.0 - self._phase) * self.window, None
+        index = math.floor((now - self._origin) / self.window)
         if index != self._index:
             self._index, self._used = index, 0
-        reset_after = (index + 1) * self.window - now
+        reset_after = self._origin + (index + 1) * self.window - now
         if self._used >= self.limit:
             return Admission(False, self.limit, 0, reset_after)
         self._used += 1
@@ -108,10 +119,17 @@ class TokenBucketLimiter:
         return Admission(True, self.burst, remaining, (self.burst - self._tokens) / self.rate)
 
 
-def make_limiter(kind: LimiterKind, limit: int, window: float, burst: int | None) -> RateLimiter:
-    """The limiter of ``kind``; ``burst`` only matters to the token bucket."""
+def make_limiter(
+    kind: LimiterKind,
+    limit: int,
+    window: float,
+    burst: int | None,
+    window_phase: float | None = None,
+) -> RateLimiter:
+    """The limiter of ``kind``; ``burst`` only matters to the token bucket, ``window_phase``
+    to the fixed window."""
     if kind == "fixed":
-        return FixedWindowLimiter(limit, window)
+        return FixedWindowLimiter(limit, window, window_phase)
     if kind == "sliding":
         return SlidingLogLimiter(limit, window)
     return TokenBucketLimiter(limit, window, burst)

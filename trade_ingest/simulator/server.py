@@ -46,6 +46,9 @@ class GatewayConfig:
     the client's (its ``Date`` header tells the truth about it). Latency is
     log-normal around ``latency_ms`` with shape ``latency_sigma``. Server
     errors come in runs of ``error_burst`` requests, starting at ``error_rate``.
+    ``window_phase``: a fixed window's first turn comes this share of a window
+    after the first request (None: windows turn at multiples of ``window`` on
+    the server's clock, wherever the run starts).
     """
 
     host: str = "127.0.0.1"
@@ -54,6 +57,7 @@ class GatewayConfig:
     rate_limit: int | None = None
     window: float = 1.0
     burst: int | None = None
+    window_phase: float | None = None
     retry_after: RetryAfterStyle = "seconds"
     limit_headers: LimitHeaders = "delta"
     penalty: bool = False
@@ -75,6 +79,8 @@ class GatewayConfig:
             raise ValueError("window must be a positive number of seconds")
         if self.burst is not None and self.burst < 1:
             raise ValueError("burst must be at least 1")
+        if self.window_phase is not None and not 0 < self.window_phase <= 1:
+            raise ValueError("window_phase must be above 0 and at most 1 (a share of the window)")
         if self.retry_after not in ("seconds", "http-date", "none"):
             raise ValueError("retry_after must be seconds, http-date or none")
         if self.limit_headers not in ("delta", "epoch", "ietf", "none"):
@@ -152,7 +158,9 @@ class SimulatedGateway:
         self._clock_wall = clock_wall
         self._rng = random.Random(config.seed)
         self._limiter: RateLimiter | None = (
-            make_limiter(config.limiter, config.rate_limit, config.window, config.burst)
+            make_limiter(
+                config.limiter, config.rate_limit, config.window, config.burst, config.window_phase
+            )
             if config.rate_limit
             else None
         )
