@@ -17,7 +17,7 @@ from trade_ingest.audit import AuditLog
 from trade_ingest.clock import FakeClock
 from trade_ingest.config import Settings
 from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client, idempotency_key
-from trade_ingest.pacing import RateGate
+from trade_ingest.pacing import SLOT_RECHECK, WINDOW_GUARD, RateGate
 from trade_ingest.policy import Quota
 from trade_ingest.stats import RunStats
 
@@ -420,3 +420,32 @@ async def test_a_request_the_gateway_never_answered_gives_its_window_slot_back(
     now = h.clock.monotonic()
     free_now = pacer.next_window_slot(now, 2, span, take_probe=False) == now
     assert free_now is given_back
+
+
+@pytest.mark.anyio
+async def test_a_worker_asleep_towards_a_far_slot_sends_when_the_gateway_promised() -> None:
+    """One request per stated 10 s window, spent: T1's slot is 10 s away. While it
+    sleeps, another answer says quota is back in half a second: T1 goes then."""
+    clock = AnsweringGateway()
+    h = Harness(SETTINGS, clock=clock)
+    pacer = h.fetcher.pacer
+    start = clock.monotonic()
+    pacer.on_quota(start, Quota(limit=1, remaining=1, reset=10.0, window=10.0))
+    assert pacer.reserve(start) == start  # another worker's request
+
+    async def promise() -> None:
+        quota = Quota(limit=1, remaining=0, reset=0.5, window=10.0)
+        pacer.on_quota(clock.monotonic(), quota, sent_at=start)
+
+    clock.others = [promise]
+    sent: list[float] = []
+    with respx.mock(base_url=BASE) as mock:
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            sent.append(clock.monotonic())
+            return httpx.Response(200, json=TRADE)
+
+        mock.get("/trades/T1").mock(side_effect=answer)
+        async with h.client:
+            assert isinstance(await h.fetcher.fetch("T1"), Fetched)
+    assert sent == [pytest.approx(start + SLOT_RECHECK + 0.5 + WINDOW_GUARD)]
