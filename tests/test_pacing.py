@@ -568,6 +568,99 @@ def test_window_log_never_overfills_the_stated_window(
             assert sum(1 for t in sent if start <= t < start + window) <= limit
 
 
+@given(
+    st.sampled_from(["sliding", "fixed"]),
+    st.integers(1, 6),
+    st.sampled_from([1.0, 2.0, 5.0]),
+    st.lists(
+        st.tuples(st.floats(0, 1.2, allow_nan=False), st.floats(0, 0.004), st.booleans()),
+        min_size=1,
+        max_size=80,
+    ),
+)
+@example(  # a worker takes the request a reset promised, ahead of its own far slot
+    kind="fixed",
+    limit=3,
+    window=5.0,
+    steps=[
+        *[(0.768, 0.0, False), (0.474, 0.0, False), (0.204, 0.0, False), (0.676, 0.0, False)],
+        *[(0.26, 0.0, True), (0.663, 0.0, True), (0.74, 0.0, True), (0.851, 0.0, False)],
+        (0.828, 0.0, True),
+    ],
+)
+@example(  # a reset promised a request in a window our held slots would fill
+    kind="fixed",
+    limit=2,
+    window=5.0,
+    steps=[
+        *[(0.0, 0.0, True), (1.0, 0.00390625, False), (0.0, 0.00390625, False)],
+        *[(1.0, 0.0, False), (0.0, 0.0, False), (0.0, 0.0, False), (1.0, 0.0, False)],
+    ],
+)
+@example(  # a reset rounded up to 1 s promised a request 10 ms before a held slot
+    kind="fixed",
+    limit=1,
+    window=1.0,
+    steps=[(0.0, 0.0, False), (0.0, 0.0, False), (0.5, 0.0, False), (0.625, 0.0, False)],
+)
+def test_workers_taking_sooner_slots_never_overfill_the_stated_window(
+    kind: str, limit: int, window: float, steps: list[tuple[float, float, bool]]
+) -> None:
+    """Three workers hold slots and ask for sooner ones as time passes; each sends at its
+    slot, answered within the guard; a pause cancels the slots inside it. No window of the
+    gateway's ever holds more than its quota."""
+    pacer = Pacer()
+    now, paused_until = 0.0, -math.inf
+    held: list[float] = []
+    sent: list[float] = []
+    reports: list[tuple[float, float, float]] = []  # (answered at, sent at, delay)
+
+    def run_until(moment: float) -> None:
+        nonlocal paused_until
+        while True:
+            due = [("send", slot) for slot in held if slot <= moment]
+            due += [("report", at) for at, _, _ in reports if at <= moment]
+            if not due:
+                return
+            kind_due, at = min(due, key=lambda item: item[1])
+            if kind_due == "send":
+                held.remove(at)
+                if at < paused_until:
+                    pacer.cancel(at)
+                    continue
+                sent.append(at)
+                reports.append((at + delays[len(sent) % len(delays)], at, 0.0))
+            else:
+                report = next(r for r in reports if r[0] == at)
+                reports.remove(report)
+                quota = _honest(kind, limit, window, sent, report[1])
+                _, pause = pacer.on_quota(at, quota, sent_at=report[1])
+                if pause:
+                    paused_until = max(paused_until, at + pause)
+
+    delays = [delay for _, delay, _ in steps]
+    for gap, _, ask_sooner in steps:
+        now += gap
+        run_until(now)
+        if not ask_sooner and len(held) < 3 and now >= paused_until:
+            slot = pacer.reserve(now)
+            if slot is not None:
+                held.append(slot)
+        else:
+            for index, slot in enumerate(held):
+                sooner = pacer.sooner(now, slot)
+                if sooner is not None:
+                    assert now <= sooner < slot
+                    held[index] = sooner
+    run_until(math.inf)
+    for moment in sent:
+        if kind == "sliding":
+            assert sum(1 for t in sent if moment - window < t <= moment) <= limit
+        else:
+            start = math.floor(moment / window) * window
+            assert sum(1 for t in sent if start <= t < start + window) <= limit
+
+
 @pytest.mark.parametrize(
     ("reset", "window"),
     [(2.0, 2.0), (1.0, 1.0), (60.0, 60.0), (2.3, 2.0), (2.999, 2.0), (0.4, None), (0.0, None)],

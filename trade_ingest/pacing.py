@@ -334,6 +334,8 @@ class Pacer:
         self._probe_at: float | None = None
         # Only the answer to the last promised request (or a later one) promises another.
         self._probe_taken = -math.inf
+        # Sends up to this one were counted by the answer that promised the request.
+        self._probe_counted = -math.inf
         self._forget_upto = -math.inf
         # Learned without headers (see LEARNED_CUT and ``_settle_unhinted``):
         # the send times of the successes since the last burst began, while no
@@ -429,9 +431,19 @@ class Pacer:
             return now
         slot = max(now, log[-limit] + span)
         if take_probe and self._probe_at is not None and self._probe_at < slot:
-            slot, self._probe_at = max(now, self._probe_at), None
-            self._probe_taken = slot
+            promised, self._probe_at = max(now, self._probe_at), None
+            if self._promise_fits(promised, limit, span):
+                slot = self._probe_taken = promised
         return slot
+
+    def _promise_fits(self, at: float, limit: int, span: float) -> bool:
+        """Whether the request a reset promised, sent ``at``, leaves the window the reset
+        opens within its quota: counting the sends logged up to a span after it (slots
+        held already in it), and from a hint's resolution before it (the reset may be
+        rounded up), but none the answer that promised it had counted."""
+        log = self._log
+        since = max(at - HINT_RESOLUTION, self._probe_counted)
+        return bisect.bisect_left(log, at + span) - bisect.bisect_right(log, since) < limit
 
     def sooner(self, now: float, held: float) -> float | None:
         """A slot sooner than ``held`` (the worker's logged one, given back for it), or None.
@@ -446,14 +458,13 @@ class Pacer:
             return None
         self.cancel(held)
         slot = self.next_window_slot(now, self.limit, span, take_probe=False)
-        promised = self._probe_at
-        if promised is not None and promised < slot:
-            slot = max(now, promised)
+        if self._probe_at is not None and self._probe_at < min(slot, held):
+            promised, self._probe_at = max(now, self._probe_at), None
+            if self._promise_fits(promised, self.limit, span):
+                slot = self._probe_taken = promised
         if slot >= held:
             bisect.insort(self._log, held)
             return None
-        if promised is not None and slot >= promised:
-            self._probe_at, self._probe_taken = None, slot
         bisect.insort(self._log, slot)
         return slot
 
@@ -514,9 +525,10 @@ class Pacer:
                 # sooner: a bucket's reset may say when it is full again).
                 self._forget_at, self._forget_upto = now + quota.reset, sent_at
                 return quota.reset
-            # A send of ours due by the reset, give or take the log's slack and
-            # a round trip, takes what comes back: its answer tells the rest.
-            back = now + quota.reset + (span - self.window) + max(0.0, now - sent_at)
+            # A send of ours due by the reset, give or take the log's slack, a
+            # guard and a round trip, takes what comes back: its answer tells the rest.
+            slack = span - self.window + WINDOW_GUARD
+            back = now + quota.reset + slack + max(0.0, now - sent_at)
             due = bisect.bisect_right(log, back) > bisect.bisect_right(log, now)
             promised = quota.reset + WINDOW_GUARD
             if promised < wait and sent_at >= self._probe_taken and not due:
@@ -525,7 +537,7 @@ class Pacer:
                 # after it: a request landing on the reset may count as inside;
                 # the guard may put it past the log's slot, which then takes it).
                 # Only the answer to that request, or a later one, asks again.
-                self._probe_at = now + promised
+                self._probe_at, self._probe_counted = now + promised, sent_at
         return None
 
     def _report(self, reason: str, **fields: object) -> PacingEvent | None:
