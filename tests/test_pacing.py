@@ -613,13 +613,13 @@ def test_workers_taking_sooner_slots_never_overfill_the_stated_window(
     now, paused_until = 0.0, -math.inf
     held: list[float] = []
     sent: list[float] = []
-    reports: list[tuple[float, float, float]] = []  # (answered at, sent at, delay)
+    reports: list[tuple[float, float]] = []  # (answered at, sent at)
 
     def run_until(moment: float) -> None:
         nonlocal paused_until
         while True:
             due = [("send", slot) for slot in held if slot <= moment]
-            due += [("report", at) for at, _, _ in reports if at <= moment]
+            due += [("report", at) for at, _ in reports if at <= moment]
             if not due:
                 return
             kind_due, at = min(due, key=lambda item: item[1])
@@ -629,7 +629,7 @@ def test_workers_taking_sooner_slots_never_overfill_the_stated_window(
                     pacer.cancel(at)
                     continue
                 sent.append(at)
-                reports.append((at + delays[len(sent) % len(delays)], at, 0.0))
+                reports.append((at + delays[len(sent) % len(delays)], at))
             else:
                 report = next(r for r in reports if r[0] == at)
                 reports.remove(report)
