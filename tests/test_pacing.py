@@ -525,6 +525,17 @@ def _honest(kind: str, limit: int, window: float, sent: list[float], at: float) 
     return Quota(limit, max(0, limit - len(inside)), math.ceil(reset), window)
 
 
+def _assert_never_overfilled(kind: str, limit: int, window: float, sent: list[float]) -> None:
+    """No window of the gateway's (sliding, or fixed at multiples of ``window``) holds
+    more than ``limit`` of ``sent``."""
+    for moment in sent:
+        if kind == "sliding":
+            assert sum(1 for t in sent if moment - window < t <= moment) <= limit
+        else:
+            start = math.floor(moment / window) * window
+            assert sum(1 for t in sent if start <= t < start + window) <= limit
+
+
 @given(
     st.sampled_from(["sliding", "fixed"]),
     st.integers(1, 12),
@@ -560,12 +571,7 @@ def test_window_log_never_overfills_the_stated_window(
             quota = _honest(kind, limit, window, sent, slot)
             _, pause = pacer.on_quota(slot + delay, quota, sent_at=slot)
             now = max(now, slot + delay + (pause or 0.0))
-    for moment in sent:
-        if kind == "sliding":
-            assert sum(1 for t in sent if moment - window < t <= moment) <= limit
-        else:
-            start = math.floor(moment / window) * window
-            assert sum(1 for t in sent if start <= t < start + window) <= limit
+    _assert_never_overfilled(kind, limit, window, sent)
 
 
 @given(
@@ -653,12 +659,7 @@ def test_workers_taking_sooner_slots_never_overfill_the_stated_window(
                     assert now <= sooner < slot
                     held[index] = sooner
     run_until(math.inf)
-    for moment in sent:
-        if kind == "sliding":
-            assert sum(1 for t in sent if moment - window < t <= moment) <= limit
-        else:
-            start = math.floor(moment / window) * window
-            assert sum(1 for t in sent if start <= t < start + window) <= limit
+    _assert_never_overfilled(kind, limit, window, sent)
 
 
 @pytest.mark.parametrize(
