@@ -896,7 +896,7 @@ def test_a_worker_asleep_towards_its_slot_takes_the_promised_one() -> None:
     """Every worker already holds a slot from the log when an answer promises a request
     sooner: the first to look takes it, its old slot given back; the next gets nothing."""
     pacer = _spent_log(4)
-    held = [pacer.reserve(0.02), pacer.reserve(0.02)]
+    held = slots(pacer, 0.02, 2)
     assert min(held) > 2.0
     pacer.on_quota(0.03, Quota(limit=4, remaining=0, reset=1.0, window=2.0), sent_at=0.01)
     log_before = list(pacer._log)
@@ -914,7 +914,7 @@ def test_a_worker_asleep_towards_its_slot_takes_the_promised_one() -> None:
 def test_a_slot_freed_from_the_log_is_taken_sooner() -> None:
     """The log forgets sends the gateway no longer counts: a worker's far slot moves up."""
     pacer = _spent_log(4)
-    held = pacer.reserve(0.02)
+    [held] = slots(pacer, 0.02, 1)
     assert held > 2.0
     # Sent at 0.5, counted alone with one other: the window turned (at 0.4, say).
     pacer._log.append(0.5)
@@ -928,7 +928,7 @@ def test_a_rate_paced_slot_is_never_moved(configured: float | None) -> None:
     pacer = Pacer(configured)
     pacer.reserve(0.0)
     pacer.on_quota(0.01, Quota(remaining=0, reset=1.0), sent_at=0.0)
-    held = pacer.reserve(0.02)
+    [held] = slots(pacer, 0.02, 1)
     assert pacer.sooner(0.03, held) is None
 
 
