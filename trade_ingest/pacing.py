@@ -430,20 +430,27 @@ class Pacer:
         if len(log) < limit:
             return now
         slot = max(now, log[-limit] + span)
-        if take_probe and self._probe_at is not None and self._probe_at < slot:
-            promised, self._probe_at = max(now, self._probe_at), None
-            if self._promise_fits(promised, limit, span):
-                slot = self._probe_taken = promised
-        return slot
+        promised = self._take_promise(now, slot, limit, span) if take_probe else None
+        return slot if promised is None else promised
 
-    def _promise_fits(self, at: float, limit: int, span: float) -> bool:
-        """Whether the request a reset promised, sent ``at``, leaves the window the reset
-        opens within its quota: counting the sends logged up to a span after it (slots
-        held already in it), and from a hint's resolution before it (the reset may be
-        rounded up), but none the answer that promised it had counted."""
+    def _take_promise(self, now: float, before: float, limit: int, span: float) -> float | None:
+        """The send time of the request a reset promised, when it comes ``before`` and
+        fits, or None; asked once, the promise is spent either way.
+
+        It fits when it leaves the window the reset opens within its quota:
+        counting the sends logged up to a span after it (slots held already in
+        it), and from a hint's resolution before it (the reset may be rounded
+        up), but none the answer that promised it had counted.
+        """
+        if self._probe_at is None or self._probe_at >= before:
+            return None
+        at, self._probe_at = max(now, self._probe_at), None
         log = self._log
         since = max(at - HINT_RESOLUTION, self._probe_counted)
-        return bisect.bisect_left(log, at + span) - bisect.bisect_right(log, since) < limit
+        if bisect.bisect_left(log, at + span) - bisect.bisect_right(log, since) >= limit:
+            return None
+        self._probe_taken = at
+        return at
 
     def sooner(self, now: float, held: float) -> float | None:
         """A slot sooner than ``held`` (the worker's logged one, given back for it), or None.
@@ -458,10 +465,9 @@ class Pacer:
             return None
         self.cancel(held)
         slot = self.next_window_slot(now, self.limit, span, take_probe=False)
-        if self._probe_at is not None and self._probe_at < min(slot, held):
-            promised, self._probe_at = max(now, self._probe_at), None
-            if self._promise_fits(promised, self.limit, span):
-                slot = self._probe_taken = promised
+        promised = self._take_promise(now, min(slot, held), self.limit, span)
+        if promised is not None:
+            slot = promised
         if slot >= held:
             bisect.insort(self._log, held)
             return None
