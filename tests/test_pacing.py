@@ -79,6 +79,9 @@ async def test_every_worker_holds_until_the_pause_ends() -> None:
 
 from trade_ingest.pacing import (  # noqa: E402
     HEADER_MARGIN,
+    SLOT_PAUSE_CUSHION,
+    SLOW_START,
+    TRY_COST_SHARE,
     WINDOW_GUARD,
     WINDOW_SLACK,
     Pacer,
@@ -200,16 +203,17 @@ def test_send_rate_never_exceeds_what_headers_allow(
 
 
 def test_learns_rate_between_two_throttles() -> None:
-    """No headers: the rate is what got through from one throttle's end to the next's."""
+    """No headers, no hints: the rate is what got through from one 429 to the next (the
+    pauses' ends are our own guesses; hinted, two throttles measure a window instead)."""
     pacer = Pacer()
     pacer.on_response()
     assert pacer.on_throttled(1.0, sent_at=0.9, pause=1.0) is None  # first: nothing to compare
     for n in range(40):
         pacer.on_success(2.0 + n * 0.01, sent_at=2.0 + n * 0.01)
-    event = pacer.on_throttled(2.5, sent_at=2.45, pause=1.5)  # ends at 4.0: 40 in 2s
+    event = pacer.on_throttled(2.5, sent_at=2.45, pause=1.5)  # 40 from 1.0 to 2.5
     assert event is not None
     assert event.name == "pacing.rate_learned"
-    assert pacer.rate == pytest.approx(20 * 0.97)
+    assert pacer.rate == pytest.approx(40 / 1.5 * 0.97)
 
 
 def test_with_nothing_known_requests_in_flight_grow_from_one() -> None:
@@ -275,7 +279,7 @@ def test_a_learned_rate_the_batch_does_not_reach_is_not_raised() -> None:
 
 
 def _learned_from_two_throttles() -> Pacer:
-    """10 got through between the ends of two throttles a second apart: 9.7/s learned."""
+    """10 got through between two 429s (no hint) a second apart: 9.7/s learned."""
     pacer = Pacer()
     pacer.on_response()
     pacer.on_throttled(0.5, sent_at=0.49, pause=0.5)
@@ -300,12 +304,13 @@ def _paced(pacer: Pacer, start: float, end: float) -> tuple[float, int]:
 
 def test_the_first_learned_rate_grows_until_a_429_then_falls_to_what_got_through() -> None:
     """The first rate is only a bound (a token bucket's burst hides its refill): it grows
-    by half of itself a second while it holds the batch back (slow start); the first 429
-    then cuts it to 85% of what the gateway delivered since (or of the rate, if lower)."""
+    by SLOW_START of itself a second while it holds the batch back (slow start); the first
+    429 then cuts it to 85% of what the gateway delivered since (or of the rate, if lower)."""
     pacer = _learned_from_two_throttles()
     now, sent = _paced(pacer, 2.0, 4.0)
     grown = pacer.rate or 0.0
-    assert 10 * 0.97 * math.exp(0.5 * 2.0) * 0.8 < grown < 10 * 0.97 * math.exp(0.5 * 2.0) * 1.2
+    expected = 10 * 0.97 * math.exp(SLOW_START * 2.0)
+    assert expected * 0.8 < grown < expected * 1.2
     delivered = sent / (now + 0.002 - 2.0)  # since the learning throttle's pause ended
     event = pacer.on_throttled(now + 0.002, sent_at=now + 0.001, pause=0.5)
     assert event is not None
@@ -323,6 +328,58 @@ def test_a_429_with_nothing_through_since_the_pause_says_nothing_of_the_rate() -
     pacer = _learned_from_two_throttles()
     assert pacer.on_throttled(2.01, sent_at=2.0, pause=0.7) is None
     assert pacer.rate == pytest.approx(10 * 0.97)
+
+
+@pytest.mark.parametrize(
+    ("state", "in_flight", "expected"),
+    [
+        ("aimd", 0, SLOT_PAUSE_CUSHION / (8.5 * 0.85)),  # a cushion's slots at the cut rate
+        ("aimd", 2, (2 + SLOT_PAUSE_CUSHION) / (8.5 * 0.85)),  # and one for each in flight
+        ("aimd", 100, 0.8),  # never longer than the backoff
+        ("aimd-second-429", 0, 0.8),  # a run of 429s: a window's quota may be gone
+        ("nothing-learned", 0, 0.8),
+        ("headers", 0, 0.8),
+    ],
+)
+def test_a_429_without_a_hint_pauses_a_slot_once_the_rate_is_learned(
+    state: str, in_flight: int, expected: float
+) -> None:
+    """Paced by a learned rate, the cut rate answers a 429: the batch waits only for a
+    slot at it per request in flight, and a cushion's, not for our backoff's guess."""
+    pacer = Pacer()
+    pacer.on_response()
+    if state.startswith("aimd"):
+        pacer.learned_rate, pacer.ceiling = 8.5, 10.0
+        pacer.on_success(0.0, sent_at=-0.1)
+    if state == "headers":
+        pacer.on_quota(0.0, Quota(remaining=5, reset=1.0), sent_at=-0.1)
+    pacer.in_flight = in_flight
+    pacer.on_throttled(0.5, sent_at=0.4, pause=0.8)
+    if state == "aimd-second-429":
+        pacer.on_throttled(0.7, sent_at=0.6, pause=0.8)
+    assert pacer.throttle_pause(0.8) == pytest.approx(expected)
+
+
+def test_a_refusal_after_a_slot_pause_backs_off_as_the_first() -> None:
+    """The slot's pause was no backoff: a 429 right after it, with nothing through (the
+    requests in flight took what came back, or a window's quota is gone until it turns),
+    starts the backoff from its first step, not its second, and does not cut the rate
+    again: it says nothing new of it."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.learned_rate, pacer.ceiling = 8.5, 10.0
+    pacer.on_success(0.0, sent_at=-0.1)
+    assert pacer.streak_with(0.4) == 1
+    pacer.on_throttled(0.5, sent_at=0.4, pause=0.8)
+    assert pacer.throttle_pause(0.8) < 0.8
+    cut = pacer.rate
+    assert pacer.streak_with(0.7) == 1
+    assert pacer.on_throttled(0.71, sent_at=0.7, pause=0.8) is None
+    assert pacer.rate == cut
+    assert pacer.throttle_pause(0.8) == 0.8
+    assert pacer.streak_with(1.6) == 2
+    pacer.on_success(1.7, sent_at=1.6)
+    assert pacer.streak_with(1.8) == 1
 
 
 def test_a_429_before_the_last_ceiling_is_regained_lowers_the_ceiling() -> None:
@@ -746,12 +803,14 @@ def _learned_ten_per_two_seconds() -> Pacer:
 def test_a_429_under_the_learned_window_takes_back_the_probe_then_the_burst() -> None:
     pacer = _learned_ten_per_two_seconds()
     assert (pacer.limit, pacer.window) == (10, pytest.approx(2.0))
-    # Held back by the log for a few windows without a 429: try a shorter one.
+    # Held back by the log without a 429 (for at least ten times the last pause, what a
+    # failed try would cost): try a shorter window.
     now = 3.0
-    for _ in range(60):
+    while pacer.probe_factor == 1.0 and now < 60.0:
         now = max(now, slots(pacer, now, 1)[0])
         pacer.on_success(now + 0.001, sent_at=now)
     assert pacer.probe_factor > 1.0
+    assert now >= 3.0 + 1.98 / TRY_COST_SHARE
     before = pacer.probe_factor
     event = pacer.on_throttled(now + 0.01, sent_at=now + 0.005, pause=1.0, hinted=True)
     assert event is not None
@@ -869,6 +928,21 @@ def test_slots_paced_before_the_send_log_starts_still_count_in_it() -> None:
     assert pacer.reserve(0.04) == pytest.approx(0.04 + 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
 
 
+def test_a_late_answer_is_matched_against_the_window_its_request_met() -> None:
+    """A report answered after its window's sends had aged out of the log's span still
+    counts them: they are no sign of others sharing the quota, nothing is added."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=4, remaining=3, reset=1.0, window=1.0), sent_at=0.0)
+    span = 1.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    burst = slots(pacer, 0.02, 4)  # three at once, then the window's first send ages out
+    assert burst[-1] == pytest.approx(0.01 + span)
+    assert slots(pacer, 2.05, 1) == [2.05]
+    # The last of that burst, answered 1.08 s after it went: all four counted.
+    pacer.on_quota(2.1, Quota(limit=4, remaining=0, reset=0.02, window=1.0), sent_at=burst[-1])
+    assert slots(pacer, 2.11, 3) == [2.11, 2.11, 2.11]
+
+
 def _spent_log(limit: int) -> Pacer:
     """A pacer on a stated 2 s window whose quota went out at 0.01."""
     pacer = Pacer()
@@ -980,14 +1054,16 @@ def _pace(pacer: Pacer, now: float, until: float) -> tuple[float, list[tuple[flo
 def test_a_window_as_short_as_the_hint_resolution_is_tried_twice_as_fast_at_once() -> None:
     """Two whole-second Retry-Afters a second apart only bound the rate from below (a
     token bucket's sub-second wait reads as one second): the pace starts at twice the
-    rate measured, the next try comes after two windows; if it fails, back to what held."""
+    rate measured. The next try comes once a failed one (a second's pause) would cost at
+    most TRY_COST_SHARE of the time since; if it fails, back to what held."""
     pacer, measured = _short_window_learned()
     learned = pacer.on_resume(2.05)
     assert learned is not None
     assert learned.name == "pacing.rate_learned"
     assert learned.fields["rate_per_s"] == pytest.approx(2 * measured, rel=0.01)
-    now, probes = _pace(pacer, 2.05, 2.05 + 2 * 1.03 + 0.3)
+    now, probes = _pace(pacer, 2.05, 2.05 + 1.0 / TRY_COST_SHARE + 0.3)
     assert [event.fields["reason"] for _, event in probes] == ["probing"]
+    assert probes[0][0] == pytest.approx(2.05 + 1.0 / TRY_COST_SHARE, abs=0.15)
     assert probes[0][1].fields["rate_per_s"] == pytest.approx(4 * measured, rel=0.01)
     event = pacer.on_throttled(now + 0.01, sent_at=now, pause=1.0, hinted=True)
     assert event is not None
@@ -995,21 +1071,47 @@ def test_a_window_as_short_as_the_hint_resolution_is_tried_twice_as_fast_at_once
     assert event.fields["rate_per_s"] == pytest.approx(2 * measured, rel=0.01)
 
 
+@pytest.mark.parametrize("pause", [1.0, 3.0, 0.2])
+def test_tries_come_only_while_failed_ones_cost_a_small_share_of_the_time(pause: float) -> None:
+    """A try that fails costs its 429's pause: the next comes once that pause, with those
+    of the tries failed so far, is at most TRY_COST_SHARE of the time since learning
+    (and never before LEARNED_PROBE_SPANS windows have passed quietly)."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.1, sent_at=0.09, pause=0.9, hinted=True)
+    for n in range(10):
+        pacer.on_success(1.0 + n * 0.001, sent_at=1.0 + n * 0.001)
+    pacer.on_throttled(1.02, sent_at=1.011, pause=pause + 0.98, hinted=True)
+    learned_at = 2.0 + pause
+    pacer.on_resume(learned_at)
+    assert pacer.window == pytest.approx(1.0 + pause)
+    _, probes = _pace(pacer, learned_at, learned_at + 200.0)
+    first = probes[0][0]
+    wait = max(4 * (1.0 + pause), (pause + 0.98) / TRY_COST_SHARE)
+    assert first == pytest.approx(learned_at + wait, abs=1.0 + pause)
+    # It fails: the next waits until both failed pauses are a tenth of the time.
+    pacer.on_throttled(first + 0.01, sent_at=first, pause=pause, hinted=True)
+    _, probes = _pace(pacer, first + pause, first + 400.0)
+    assert probes[0][1].fields["reason"] == "probing"
+    assert probes[0][0] >= learned_at + 2 * pause / TRY_COST_SHARE - 1e-6
+
+
 @pytest.mark.parametrize(
     ("gateway_rate", "windows_to_next_try"),
     [
         (20.0, 16),  # what held (19.4/s) is within 10% of the gateway's rate: wait 8x
-        (100.0, 4),  # far below it: the usual doubled wait
+        (100.0, 4),  # far below it: the usual doubled wait, here shorter than the budget's
     ],
 )
 def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
     gateway_rate: float, windows_to_next_try: int
 ) -> None:
     """A try that fails got one window's quota (a full bucket) plus what the gateway
-    added while it lasted: that addition over its length is the gateway's rate."""
+    added while it lasted: that addition over its length is the gateway's rate. (Tries
+    also wait until two failed ones, a second's pause each, are a tenth of the time.)"""
     pacer, _ = _short_window_learned()
     pacer.on_resume(2.05)
-    now, probes = _pace(pacer, 2.05, 2.05 + 2 * 1.03 + 0.05)
+    now, probes = _pace(pacer, 2.05, 2.05 + 1.0 / TRY_COST_SHARE + 0.1)
     assert [event.fields["reason"] for _, event in probes] == ["probing"]
     tried = now
     through = 10 + round(gateway_rate * 0.2)
@@ -1024,7 +1126,8 @@ def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
     next_try, probe = probes[0]
     assert probe.fields["reason"] == "probing"
     throttled = tried + 0.21
-    assert next_try - throttled == pytest.approx(windows_to_next_try * 1.03, abs=0.6)
+    budget = 2.05 + 2.0 / TRY_COST_SHARE
+    assert next_try == pytest.approx(max(throttled + windows_to_next_try * 1.03, budget), abs=0.6)
 
 
 def test_a_429_at_the_held_window_evens_out_that_window_not_the_first() -> None:

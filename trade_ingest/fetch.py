@@ -12,7 +12,7 @@ import hashlib
 import random
 import ssl
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypeVar, overload
 from urllib.parse import quote
@@ -572,6 +572,9 @@ class TradeFetcher:
             hinted = isinstance(decision, Retry) and decision.source != "backoff"
             now = self._clock.monotonic()
             self._pace(self.pacer.on_throttled(now, started, pause, hinted=hinted))
+            if isinstance(decision, Retry) and decision.source == "backoff":
+                pause = self.pacer.throttle_pause(decision.delay)
+                decision = replace(decision, delay=pause)
         elif isinstance(decision, Retry):
             if not self._budget.allows():
                 return GiveUp(

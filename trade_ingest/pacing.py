@@ -115,7 +115,7 @@ DECREASE = 0.85
 # that got through before the run's first 429, so that the time slow start
 # spent under the limit does not drag it down; and never as less than what got
 # through per second (a window's quota is no bucket's burst).
-SLOW_START = 0.5
+SLOW_START = 1.0
 SLOW_START_SENDS_KEPT = 2_000
 RECOVERY_SHARE = 0.97
 RECOVERY_SECONDS = 3.0
@@ -125,6 +125,10 @@ PROBE_HOLD = 2.0
 PROBE_HOLD_MAX = 120.0
 PROBE_MAX = 0.5
 MIN_RATE = 1e-4  # one request in about three hours
+# After a 429 without a hint, paced by a learned rate, the batch waits a slot
+# for each request in flight and this many more: the gateway gains back a few
+# requests' room before the cut rate's slower pace is met (see ``throttle_pause``).
+SLOT_PAUSE_CUSHION = 3
 # Until the first response tells us something, only one request is in flight.
 FIRST_RESPONSE_POLL = 0.005
 # A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
@@ -162,6 +166,11 @@ HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
 BURST_SHARE = 0.125
 LEARNED_PROBE_SPANS = 4
 LEARNED_PROBE_STEP = 1.1
+# A try that fails costs the pause its 429 brings (a whole second, say, for a
+# bucket that refills in a twentieth of one): tries come only while failed
+# ones, this one included, would have cost at most TRY_COST_SHARE of the time
+# since the window was learned, however often the windows turn.
+TRY_COST_SHARE = 0.1
 # Successes remembered to measure a window from 429s (kept while no window is
 # known, so for a whole run against a gateway that never says no).
 RECENT_SENDS_KEPT = 10_000
@@ -289,6 +298,8 @@ class Pacer:
         self._window_estimate_sure = False
         self.in_flight = 0
         self.throttle_streak = 0
+        # Whether the run of 429s now going began with a pause ``throttle_pause`` cut.
+        self._slot_paused = False
         self._next_slot = -math.inf
         self._pacer_bound = False
         # Requests the last quota report still allowed beyond those in flight:
@@ -350,6 +361,11 @@ class Pacer:
         self._probe_held = 1.0  # the probe factor that held for a whole wait
         self._probe_period = 0.0  # the window measured: the unit of that wait
         self._learned_quiet_since: float | None = None
+        # When the window was learned, the pauses failed tries brought since, and
+        # the last 429's pause: what the next failed try would cost.
+        self._learned_at: float | None = None
+        self._tries_cost = 0.0
+        self._last_pause = 0.0
         # When the current try began, and how many sent since then got through.
         self._probe_started: float | None = None
         self._probe_delivered = 0
@@ -426,8 +442,10 @@ class Pacer:
             # The fixed window has turned: what was sent in it no longer counts.
             del log[: bisect.bisect_right(log, self._forget_upto)]
             self._forget_at = None
-        del log[: bisect.bisect_right(log, now - span)]
-        if len(log) < limit:
+        # Sends a span old hold no slot, but are kept a span longer: a late answer
+        # is matched against the window its request met (``_reconcile``).
+        del log[: bisect.bisect_right(log, now - 2.0 * span)]
+        if len(log) - bisect.bisect_right(log, now - span) < limit:
             return now
         slot = max(now, log[-limit] + span)
         promised = self._take_promise(now, slot, limit, span) if take_probe else None
@@ -446,7 +464,7 @@ class Pacer:
             return None
         at, self._probe_at = max(now, self._probe_at), None
         log = self._log
-        since = max(at - HINT_RESOLUTION, self._probe_counted)
+        since = max(at - HINT_RESOLUTION, now - span, self._probe_counted)
         if bisect.bisect_left(log, at + span) - bisect.bisect_right(log, since) >= limit:
             return None
         self._probe_taken = at
@@ -707,8 +725,11 @@ class Pacer:
 
     def streak_with(self, sent_at: float) -> int:
         """The batch's 429s in a row, counting one for a request sent at ``sent_at``
-        (unless it was in flight when the last came back: the same throttle)."""
-        return self.throttle_streak + 1 if self._after_last_429(sent_at) else self.throttle_streak
+        (unless it was in flight when the last came back: the same throttle). A run
+        begun by a pause cut to a slot (``throttle_pause``) counts one less: that
+        pause was no backoff, and the next is the first."""
+        streak = self.throttle_streak + self._after_last_429(sent_at)
+        return streak - 1 if self._slot_paused and streak > 1 else streak
 
     def _after_last_429(self, sent_at: float) -> bool:
         # Sent when the last 429 came back, or later: not in flight then (a retry
@@ -731,6 +752,7 @@ class Pacer:
             # Only a success sent after the last 429 ends the streak: one sent
             # before it came back says nothing of the gateway now.
             self.throttle_streak = 0
+            self._slot_paused = False
             first = self._successes_since_429 == 0
             self._successes_since_429 += 1
             if first and learning:
@@ -804,9 +826,11 @@ class Pacer:
                 self._unhinted_burst = (self._burst_start, sent_at)
                 self._recent_sends = [t for t in self._recent_sends if t >= self._burst_start]
         previous, successes = self._last_pause_end, self._successes_since_429
+        previous_429 = self._last_429
         previous_hinted, self._last_hinted = self._last_hinted, hinted
         self._last_429 = now
         self._last_pause_end = now + pause
+        self._last_pause = pause
         self._successes_since_429 = 0
         if self.headers_seen:
             # Paced from headers and still throttled: the margin was too thin.
@@ -829,7 +853,11 @@ class Pacer:
             # What the gateway let through from the end of one throttle to the
             # end of the next is its rate. Ends, not starts: a window's quota
             # runs out at any moment, but it comes back when the window turns.
-            self.ceiling = max(MIN_RATE, successes / (now + pause - previous))
+            # Without a hint this pause's end is our own guess: the time from the
+            # last 429 to this one is what it took to give those back.
+            since = previous if hinted or previous_429 is None else previous_429
+            until = now + pause if hinted or previous_429 is None else now
+            self.ceiling = max(MIN_RATE, successes / max(until - since, 1e-9))
             self.learned_rate = self.ceiling * RECOVERY_SHARE
             self._start_slow(now + pause)
         elif self._slow_start_since is not None:
@@ -847,6 +875,11 @@ class Pacer:
             self._slow_start_sends.clear()
             self.learned_rate = self.ceiling * DECREASE
             self._slow_start_since = None
+        elif successes == 0 and self._slot_paused:
+            # Refused right after a pause cut to a slot, with nothing through:
+            # the pause was too short (in-flight requests took what came back),
+            # which says nothing new of the rate. The backoff answers it.
+            return None
         else:
             # Throttled again before regaining the last ceiling: the limit is
             # lower than that, so the ceiling drops too (CUBIC's fast convergence).
@@ -858,6 +891,25 @@ class Pacer:
         self._last_increase = self._quiet_since = now
         self._probe_speed = PROBE_START
         return self._report("429", ceiling_per_s=round(self.ceiling, 4))
+
+    def throttle_pause(self, backoff: float) -> float:
+        """The batch's pause after a 429 without a hint, told to ``on_throttled`` first:
+        ``backoff`` (our own guess), or less when the learned rate answers it.
+
+        Paced by a rate learned from 429s (AIMD), the cut rate is the answer, as
+        it is to a lost packet in TCP: the batch only waits a slot at that rate
+        for each request in flight and SLOT_PAUSE_CUSHION more. Not in a run of 429s (a
+        window's quota may be gone until it turns: the backoff then starts from
+        its first step, see ``streak_with``), nor for a learned window.
+        """
+        aimd = not self.headers_seen and not self.window_learned
+        if not aimd or self.learned_rate is None or self.throttle_streak > 1:
+            return backoff
+        pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
+        self._slot_paused = pause < backoff
+        if self._last_429 is not None and self._last_pause_end == self._last_429 + backoff:
+            self._last_pause_end, self._last_pause = self._last_429 + pause, pause
+        return pause
 
     def _start_slow(self, since: float) -> None:
         self._slow_start_since, self._delivered = since, 0
@@ -940,7 +992,7 @@ class Pacer:
         self.probe_factor = 1.0
         self._log = sends[-limit:]
         self.logging = True
-        self._learned_quiet_since = now
+        self._learned_quiet_since = self._learned_at = now
 
     def _relearn_window(self, now: float, sent_at: float) -> PacingEvent:
         """A 429 while the learned window paced the batch: the last probe went too far;
@@ -952,6 +1004,7 @@ class Pacer:
         if self.probe_factor > self._probe_held:
             longer = NEAR_LIMIT_WAIT if self._held_near_limit(sent_at) else 2.0
             self.probe_factor = self._probe_held
+            self._tries_cost += self._last_pause
             self._probe_failures_spans *= longer
             self._probe_spans = self._probe_failures_spans
             self._probe_step = 1.0
@@ -974,6 +1027,9 @@ class Pacer:
         if span is None or quiet is None or not self._pacer_bound:
             return None
         if now - quiet < self._probe_spans * self._probe_period:
+            return None
+        learned = self._learned_at if self._learned_at is not None else now
+        if self._tries_cost + self._last_pause > TRY_COST_SHARE * (now - learned):
             return None
         if self._probe_step > 1.0:
             # The last try held: the next one sooner, and twice as far.
