@@ -458,7 +458,8 @@ class Pacer:
         It fits when it leaves the window the reset opens within its quota:
         counting the sends logged up to a span after it (slots held already in
         it), and from a hint's resolution before it (the reset may be rounded
-        up), but none the answer that promised it had counted.
+        up) but not from over a span ago, nor any the answer that promised it
+        had counted.
         """
         if self._probe_at is None or self._probe_at >= before:
             return None
@@ -898,9 +899,9 @@ class Pacer:
 
         Paced by a rate learned from 429s (AIMD), the cut rate is the answer, as
         it is to a lost packet in TCP: the batch only waits a slot at that rate
-        for each request in flight and SLOT_PAUSE_CUSHION more. Not in a run of 429s (a
-        window's quota may be gone until it turns: the backoff then starts from
-        its first step, see ``streak_with``), nor for a learned window.
+        for each request in flight and SLOT_PAUSE_CUSHION more. Not in a run of
+        429s (a window's quota may be gone until it turns: the backoff then
+        starts from its first step, see ``streak_with``), nor for a learned window.
         """
         aimd = not self.headers_seen and not self.window_learned
         if not aimd or self.learned_rate is None or self.throttle_streak > 1:
@@ -908,6 +909,8 @@ class Pacer:
         pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
         self._slot_paused = pause < backoff
         if self._last_429 is not None and self._last_pause_end == self._last_429 + backoff:
+            # This 429 was the one told (not one in flight when it came): its
+            # pause is the one recorded.
             self._last_pause_end, self._last_pause = self._last_429 + pause, pause
         return pause
 
