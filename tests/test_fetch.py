@@ -341,6 +341,29 @@ async def test_retry_after_zero_again_and_again_is_not_a_tight_loop() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_hint_too_short_to_take_is_not_cut_shorter_by_the_pacer() -> None:
+    """After a success, ``Retry-After: 0`` again and again: each 429 in a row waits our
+    backoff for the row so far, however the pacer reads the refusals (nothing through
+    since the success): the pacer shortens only a pause no hint came with."""
+    h = Harness(SETTINGS)
+    answers = iter([200, 429, 429, 429, 200])
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        h.clock.advance(0.01)  # a round trip
+        status = next(answers)
+        if status == 429:
+            return httpx.Response(429, headers={"Retry-After": "0"})
+        return httpx.Response(200, json={**TRADE, "trade_id": request.url.path.rsplit("/")[-1]})
+
+    with respx.mock(base_url=BASE) as mock:
+        mock.get(url__regex=r"/trades/T\d").mock(side_effect=gateway)
+        async with h.client:
+            await h.fetcher.fetch("T0")
+            await h.fetcher.fetch("T1")
+    assert [s for s in h.clock.sleeps if s > 0] == [0.75, 1.5]
+
+
+@pytest.mark.anyio
 async def test_oversized_body_is_cut_off() -> None:
     """A body over max_body_bytes is refused, never written."""
     h = Harness(Settings(base_url=BASE, max_body_bytes=100, http_transport="httpcore"))

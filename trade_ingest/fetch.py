@@ -572,7 +572,8 @@ class TradeFetcher:
             hinted = isinstance(decision, Retry) and decision.source != "backoff"
             now = self._clock.monotonic()
             self._pace(self.pacer.on_throttled(now, started, pause, hinted=hinted))
-            if isinstance(decision, Retry) and decision.source == "backoff":
+            if isinstance(decision, Retry) and decision.source == "backoff" and not decision.hint:
+                # No hint at all: our own pause, which the pacer may know to be too long.
                 pause = self.pacer.throttle_pause(decision.delay)
                 decision = replace(decision, delay=pause)
         elif isinstance(decision, Retry):
