@@ -79,7 +79,6 @@ async def test_every_worker_holds_until_the_pause_ends() -> None:
 
 from trade_ingest.pacing import (  # noqa: E402
     HEADER_MARGIN,
-    REFUSAL_STEP,
     SLOT_PAUSE_CUSHION,
     SLOW_START,
     TRY_COST_SHARE,
@@ -337,9 +336,7 @@ def test_a_429_with_nothing_through_since_the_pause_says_nothing_of_the_rate() -
         ("aimd", 0, SLOT_PAUSE_CUSHION / (8.5 * 0.85)),  # a cushion's slots at the cut rate
         ("aimd", 2, (2 + SLOT_PAUSE_CUSHION) / (8.5 * 0.85)),  # and one for each in flight
         ("aimd", 100, 0.8),  # never longer than the backoff
-        # Refused again with nothing through since the burst began (at -0.1): a
-        # window's quota may be gone until it turns; the next try a share of that time on.
-        ("aimd-second-429", 0, REFUSAL_STEP * (0.7 + 0.1)),
+        ("aimd-second-429", 0, 0.8),  # a run of 429s: a window's quota may be gone
         ("nothing-learned", 0, 0.8),
         ("headers", 0, 0.8),
     ],
@@ -379,7 +376,7 @@ def test_a_refusal_after_a_slot_pause_backs_off_as_the_first() -> None:
     assert pacer.streak_with(0.7) == 1
     assert pacer.on_throttled(0.71, sent_at=0.7, pause=0.8) is None
     assert pacer.rate == cut
-    assert pacer.throttle_pause(0.8) == pytest.approx(REFUSAL_STEP * (0.71 + 0.1))
+    assert pacer.throttle_pause(0.8) == 0.8
     assert pacer.streak_with(1.6) == 2
     pacer.on_success(1.7, sent_at=1.6)
     assert pacer.streak_with(1.8) == 1
@@ -1188,29 +1185,6 @@ def test_a_refusal_with_nothing_through_makes_the_bursts_a_window() -> None:
     taken = slots(pacer, 2.17, 39)
     assert (taken[0], taken[-1]) == (pytest.approx(0.001 + span), pytest.approx(0.039 + span))
     assert pacer.reserve(2.2) == pytest.approx(2.16 + span)
-
-
-def test_refusals_after_a_burst_come_a_share_of_its_age_apart() -> None:
-    """Refused with nothing through since a burst, no hint: the quota comes back in a
-    lump, and the next try comes REFUSAL_STEP of the burst's age later (not a doubled
-    backoff), so the window learned at the first success is at most that much too long."""
-    pacer = Pacer()
-    pacer.on_response()
-    throttled = _unhinted_burst(pacer, 0.0, 40)
-    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6)
-    assert pacer.throttle_pause(0.6) == 0.6  # the end of a burst: our backoff
-    now = 0.65
-    while now < 2.0:
-        pacer.on_resume(now)
-        pacer.on_throttled(now + 0.002, sent_at=now, pause=4.0)  # nothing through
-        pause = pacer.throttle_pause(4.0)
-        assert pause == pytest.approx(REFUSAL_STEP * (now + 0.002))
-        now += 0.002 + pause
-    assert now <= 2.0 * (1 + REFUSAL_STEP) + 0.01
-    pacer.on_resume(now)
-    event = pacer.on_success(now + 0.01, sent_at=now)
-    assert event is not None
-    assert event.fields["window_s"] == pytest.approx(now, abs=1e-3)
 
 
 def test_without_a_refusal_in_between_bursts_are_no_window() -> None:

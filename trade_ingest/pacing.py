@@ -129,9 +129,6 @@ MIN_RATE = 1e-4  # one request in about three hours
 # for each request in flight and this many more: the gateway gains back a few
 # requests' room before the cut rate's slower pace is met (see ``throttle_pause``).
 SLOT_PAUSE_CUSHION = 3
-# Refused with nothing through since a burst, no hint: the next try comes this
-# share of the time since the burst began later (see ``throttle_pause``).
-REFUSAL_STEP = 0.25
 # Until the first response tells us something, only one request is in flight.
 FIRST_RESPONSE_POLL = 0.005
 # A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
@@ -899,8 +896,7 @@ class Pacer:
 
     def throttle_pause(self, backoff: float) -> float:
         """The batch's pause after a 429 without a hint, told to ``on_throttled`` first:
-        ``backoff`` (our own guess), or less while a window's turn is sought, or
-        when the learned rate answers it.
+        ``backoff`` (our own guess), or less when the learned rate answers it.
 
         Paced by a rate learned from 429s (AIMD), the cut rate is the answer, as
         it is to a lost packet in TCP: the batch only waits a slot at that rate
@@ -908,28 +904,16 @@ class Pacer:
         429s (a window's quota may be gone until it turns: the backoff then
         starts from its first step, see ``streak_with``), nor for a learned window.
         """
-        learning = not self.headers_seen and not self.window_learned
-        burst, last_429 = self._unhinted_burst, self._last_429
-        if not learning or last_429 is None:
+        aimd = not self.headers_seen and not self.window_learned
+        last_429 = self._last_429
+        if not aimd or self.learned_rate is None or last_429 is None or self.throttle_streak > 1:
             return backoff
-        if self._refused_empty and burst is not None:
-            # Refused with nothing through since a burst: its quota comes back
-            # in a lump, and the next try finds when. A pause a share of the
-            # time since the burst began bounds that time finely (the window
-            # learned is at most REFUSAL_STEP longer than it need be), where a
-            # doubled backoff could make it twice too long.
-            pause = min(backoff, REFUSAL_STEP * (last_429 - burst[0]))
-        elif self.learned_rate is not None and self.throttle_streak == 1:
-            pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
-            self._slot_paused = pause < backoff
-        else:
-            return backoff
+        pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
+        self._slot_paused = pause < backoff
         if self._last_pause_end == last_429 + backoff:
             # This 429 was the one told (not one in flight when it came): its
             # pause is the one recorded.
-            self._last_pause_end = last_429 + pause
-            if self.throttle_streak == 1:
-                self._last_pause = pause
+            self._last_pause_end, self._last_pause = last_429 + pause, pause
         return pause
 
     def _start_slow(self, since: float) -> None:
