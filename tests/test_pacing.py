@@ -1187,6 +1187,28 @@ def test_a_refusal_with_nothing_through_makes_the_bursts_a_window() -> None:
     assert pacer.reserve(2.2) == pytest.approx(2.16 + span)
 
 
+def test_slots_the_rate_handed_out_count_in_the_window_learned() -> None:
+    """Paced by a learned rate when a refusal makes the bursts a window: the slots workers
+    already hold (they send then, without asking again) are in the log, so the window
+    they fall in is not overfilled."""
+    pacer = Pacer()
+    pacer.on_response()
+    throttled = _unhinted_burst(pacer, 0.0, 40)
+    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6)
+    pacer.on_resume(0.65)
+    pacer.on_throttled(0.66, sent_at=0.65, pause=1.5)  # nothing through
+    pacer.learned_rate, pacer.ceiling = 20.0, 20.0  # as AIMD had learned meanwhile
+    pacer.on_resume(2.16)
+    sent, *held = slots(pacer, 2.16, 4)  # one sends now, three wait for theirs
+    assert held == [pytest.approx(2.16 + n / 20.0) for n in (1, 2, 3)]
+    event = pacer.on_success(2.17, sent_at=sent)
+    assert event is not None
+    assert event.fields["limit"] == 40
+    new = slots(pacer, 2.17, 40)
+    burst = [n * 0.001 for n in range(40)]
+    _assert_never_overfilled("sliding", 40, 2.16, [*burst, sent, *held, *new])
+
+
 def test_without_a_refusal_in_between_bursts_are_no_window() -> None:
     """A 429 without a hint, and the next burst comes through at once after our pause:
     a token bucket refilling looks the same; the rate is learned from 429s instead."""

@@ -499,6 +499,8 @@ class Pacer:
         index = bisect.bisect_left(log, slot)
         if index < len(log) and log[index] == slot:
             del log[index]
+        elif slot in self._paced_slots:
+            self._paced_slots.remove(slot)
 
     def _reserve_in_window(self, now: float, limit: int, span: float) -> float:
         slot = self.next_window_slot(now, limit, span)
@@ -995,7 +997,9 @@ class Pacer:
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
-        self._log = sends[-limit:]
+        # Workers holding a slot the rate handed out send then: it counts too.
+        self._log = sorted([*sends[-limit:], *(slot for slot in self._paced_slots if slot > now)])
+        self._paced_slots.clear()
         self.logging = True
         self._learned_quiet_since = self._learned_at = now
 
