@@ -1,6 +1,6 @@
 """Rate-limit benchmark: trade-ingest beside the naive recipe, scenario by scenario.
 
-    python -m tests.bench.bench_ratelimit            # the full matrix (about 15 minutes)
+    python -m tests.bench.bench_ratelimit            # the full matrix (about 17 minutes)
     python -m tests.bench.bench_ratelimit --quick    # fewer trades, a subset
     python -m tests.bench.bench_ratelimit --only penalty
     python -m tests.bench.bench_ratelimit --repeat 3     # each scenario three times, median ratio
