@@ -907,15 +907,10 @@ class Pacer:
         starts from its first step, see ``streak_with``), nor for a learned window.
         """
         aimd = not self.headers_seen and not self.window_learned
-        last_429 = self._last_429
-        if not aimd or self.learned_rate is None or last_429 is None or self.throttle_streak > 1:
+        if not aimd or self.learned_rate is None or self.throttle_streak > 1:
             return backoff
         pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
         self._slot_paused = pause < backoff
-        if self._last_pause_end == last_429 + backoff:
-            # This 429 was the one told (not one in flight when it came): its
-            # pause is the one recorded.
-            self._last_pause_end, self._last_pause = last_429 + pause, pause
         return pause
 
     def _start_slow(self, since: float) -> None:
