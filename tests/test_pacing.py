@@ -78,7 +78,11 @@ async def test_every_worker_holds_until_the_pause_ends() -> None:
 # --- the pacer ------------------------------------------------------------------
 
 from trade_ingest.pacing import (  # noqa: E402
+    BISECT_COST_SHARE,
     HEADER_MARGIN,
+    REFUSAL_DOUBLING,
+    REFUSAL_STEP,
+    SEEK_STEP,
     SLOT_PAUSE_CUSHION,
     SLOW_START,
     TRY_COST_SHARE,
@@ -204,13 +208,19 @@ def test_send_rate_never_exceeds_what_headers_allow(
 
 def test_learns_rate_between_two_throttles() -> None:
     """No headers, no hints: the rate is what got through from one 429 to the next (the
-    pauses' ends are our own guesses; hinted, two throttles measure a window instead)."""
+    pauses' ends are our own guesses; hinted, two throttles measure a window instead),
+    counted when a request after the pause gets through: a 429 is answered sooner than a
+    trade, and the successes sent before it but answered after it count too."""
     pacer = Pacer()
     pacer.on_response()
     assert pacer.on_throttled(1.0, sent_at=0.9, pause=1.0) is None  # first: nothing to compare
-    for n in range(40):
+    for n in range(36):
         pacer.on_success(2.0 + n * 0.01, sent_at=2.0 + n * 0.01)
-    event = pacer.on_throttled(2.5, sent_at=2.45, pause=1.5)  # 40 from 1.0 to 2.5
+    assert pacer.on_throttled(2.5, sent_at=2.45, pause=1.5) is None  # 40 from 1.0 to 2.5
+    for n in range(36, 40):
+        pacer.on_success(2.51, sent_at=2.0 + n * 0.01)  # in flight when the 429 came
+    assert pacer.on_resume(4.0) is None
+    event = pacer.on_success(4.01, sent_at=4.0)
     assert event is not None
     assert event.name == "pacing.rate_learned"
     assert pacer.rate == pytest.approx(40 / 1.5 * 0.97)
@@ -286,8 +296,28 @@ def _learned_from_two_throttles() -> Pacer:
     for n in range(10):
         pacer.on_success(1.01 + n * 0.001, sent_at=1.0 + n * 0.001)
     pacer.on_throttled(1.5, sent_at=1.49, pause=0.5)
+    pacer.on_resume(1.99)
+    assert pacer.rate is None  # until a request after the pause gets through
+    pacer.on_success(1.991, sent_at=1.99)
     assert pacer.rate == pytest.approx(10 * 0.97)
     return pacer
+
+
+def test_a_refusal_right_after_the_pause_leaves_the_rate_unlearned() -> None:
+    """Two 429s without a hint, successes between; the first request after the pause is
+    refused with nothing through: the quota comes back in lumps (a window that has not
+    turned), and what got through between two 429s is no rate."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.5, sent_at=0.49, pause=0.5)
+    for n in range(10):
+        pacer.on_success(1.01 + n * 0.001, sent_at=1.0 + n * 0.001)
+    pacer.on_throttled(1.5, sent_at=1.49, pause=0.5)
+    pacer.on_resume(2.0)
+    pacer.on_throttled(2.01, sent_at=2.0, pause=1.0)
+    pacer.on_resume(2.5)
+    assert pacer.on_success(2.51, sent_at=2.5) is None
+    assert pacer.rate is None
 
 
 def _paced(pacer: Pacer, start: float, end: float) -> tuple[float, int]:
@@ -311,7 +341,7 @@ def test_the_first_learned_rate_grows_until_a_429_then_falls_to_what_got_through
     grown = pacer.rate or 0.0
     expected = 10 * 0.97 * math.exp(SLOW_START * 2.0)
     assert expected * 0.8 < grown < expected * 1.2
-    delivered = sent / (now + 0.002 - 2.0)  # since the learning throttle's pause ended
+    delivered = (sent + 1) / (now + 0.002 - 1.99)  # since the learning throttle's pause ended
     event = pacer.on_throttled(now + 0.002, sent_at=now + 0.001, pause=0.5)
     assert event is not None
     assert event.fields["reason"] == "429"
@@ -323,9 +353,16 @@ def test_the_first_learned_rate_grows_until_a_429_then_falls_to_what_got_through
 
 
 def test_a_429_with_nothing_through_since_the_pause_says_nothing_of_the_rate() -> None:
-    """Sent as the pause ended and refused at once (a window had not turned): our backoff
+    """Sent as the pause ended and refused at once (a window had not turned): the pause
     was too short, the rate is not cut for it."""
-    pacer = _learned_from_two_throttles()
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.5, sent_at=0.49, pause=0.5)
+    for n in range(10):
+        pacer.on_success(1.01 + n * 0.001, sent_at=1.0 + n * 0.001)
+    pacer.on_throttled(1.5, sent_at=1.49, pause=0.5, hinted=True)  # the rate at once
+    assert pacer.rate == pytest.approx(10 * 0.97)
+    pacer.on_resume(2.0)
     assert pacer.on_throttled(2.01, sent_at=2.0, pause=0.7) is None
     assert pacer.rate == pytest.approx(10 * 0.97)
 
@@ -336,7 +373,9 @@ def test_a_429_with_nothing_through_since_the_pause_says_nothing_of_the_rate() -
         ("aimd", 0, SLOT_PAUSE_CUSHION / (8.5 * 0.85)),  # a cushion's slots at the cut rate
         ("aimd", 2, (2 + SLOT_PAUSE_CUSHION) / (8.5 * 0.85)),  # and one for each in flight
         ("aimd", 100, 0.8),  # never longer than the backoff
-        ("aimd-second-429", 0, 0.8),  # a run of 429s: a window's quota may be gone
+        # A run of 429s, nothing through since the burst began at -0.1: a window's quota
+        # may be gone until it turns, sought a step at a time (see REFUSAL_STEP).
+        ("aimd-second-429", 0, REFUSAL_STEP * 0.8),
         ("nothing-learned", 0, 0.8),
         ("headers", 0, 0.8),
     ],
@@ -376,7 +415,7 @@ def test_a_refusal_after_a_slot_pause_backs_off_as_the_first() -> None:
     assert pacer.streak_with(0.7) == 1
     assert pacer.on_throttled(0.71, sent_at=0.7, pause=0.8) is None
     assert pacer.rate == cut
-    assert pacer.throttle_pause(0.8) == 0.8
+    assert pacer.throttle_pause(0.8) == pytest.approx(REFUSAL_STEP * 0.81)  # the turn sought
     assert pacer.streak_with(1.6) == 2
     pacer.on_success(1.7, sent_at=1.6)
     assert pacer.streak_with(1.8) == 1
@@ -458,7 +497,8 @@ def _one_worker(
 ) -> Iterator[tuple[float, Admission, PacingEvent | None]]:
     """One worker paced by a fresh pacer against ``gateway``: each send's time, the
     gateway's answer and the pacer's event. ``hinted``: every 429 carries a whole-second
-    Retry-After; else none, and our pause is 0.75 s, doubling with each 429 in a row."""
+    Retry-After; else none, and our pause is 0.75 s, doubling with each 429 in a row
+    (or what ``throttle_pause`` makes of it)."""
     pacer = Pacer()
     now, paused_until = 0.0, -math.inf
     while now < seconds:
@@ -477,8 +517,10 @@ def _one_worker(
                 pause = float(math.ceil(admission.reset_after))
             else:
                 pause = 0.75 * 2 ** (pacer.streak_with(now) - 1)
-            paused_until = answered + pause
             event = pacer.on_throttled(answered, sent_at=now, pause=pause, hinted=hinted)
+            if not hinted:
+                pause = pacer.throttle_pause(pause)  # as the fetcher asks
+            paused_until = answered + pause
             yield now, admission, event
         now = answered
 
@@ -785,6 +827,9 @@ def test_throttles_without_a_hint_do_not_measure_a_window() -> None:
         pacer.on_success(2.01 + n * 0.001, sent_at=2.0 + n * 0.001)
     pacer.on_throttled(2.05, sent_at=2.045, pause=1.95)
     assert pacer.on_resume(4.0) is None
+    event = pacer.on_success(4.01, sent_at=4.0)
+    assert event is not None
+    assert event.fields["source"] == "429"  # a rate (AIMD's first bound), not a window
     assert not pacer.window_learned
 
 
@@ -1163,18 +1208,45 @@ def _unhinted_burst(pacer: Pacer, start: float, count: int) -> float:
     return start + count * 0.001
 
 
+def _scouted_slots(pacer: Pacer, now: float, count: int) -> list[float]:
+    """``count`` slots asked for at ``now``; a burst's first request, when ``reserve`` holds
+    the rest back for its answer, goes through a millisecond after its slot."""
+    taken: list[float] = []
+    while len(taken) < count:
+        slot = pacer.reserve(now)
+        if slot is None:
+            assert taken, "held back for a request that was never handed out"
+            now = max(now, taken[-1] + 0.001)
+            pacer.on_success(now, sent_at=taken[-1])
+            continue
+        taken.append(slot)
+    return taken
+
+
+def _lump(pacer: Pacer, start: float, count: int) -> None:
+    """From ``start``: ``count`` through at once, a 429 without a hint and our pause; the
+    first request after it refused with nothing through (a bucket would have given some
+    back: the quota comes back in lumps), and our pause until ``start + 2.16``."""
+    throttled = _unhinted_burst(pacer, start, count)
+    assert pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6) is None
+    pacer.on_resume(start + 0.65)
+    assert pacer.on_throttled(start + 0.66, sent_at=start + 0.65, pause=1.5) is None
+
+
 def test_a_refusal_with_nothing_through_makes_the_bursts_a_window() -> None:
-    """40 through, a 429 without a hint; after our pause, refused with nothing through
-    (a bucket would have given some back): the quota comes back in lumps. When the
-    next burst starts, the last one's 40 per the time between their starts is kept to."""
+    """Bursts of 40 ended by a 429 without a hint, the next request refused with nothing
+    through: the quota comes back in lumps. The run's first burst may start anywhere in
+    a fixed window; from the next burst that starts right after a refusal on, its 40 per
+    the time to the start of the next such burst is kept to."""
     pacer = Pacer()
     pacer.on_response()
-    throttled = _unhinted_burst(pacer, 0.0, 40)
-    assert pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6) is None
-    pacer.on_resume(0.65)
-    pacer.on_throttled(0.66, sent_at=0.65, pause=1.5)  # nothing through
+    _lump(pacer, 0.0, 40)
     pacer.on_resume(2.16)
-    event = pacer.on_success(2.17, sent_at=2.16)
+    _lump(pacer, 2.16, 40)
+    assert not pacer.window_learned
+    assert pacer.rate is None  # no rate from lumps either
+    pacer.on_resume(4.32)
+    event = pacer.on_success(4.33, sent_at=4.32)
     assert event is not None
     assert event.name == "pacing.rate_learned"
     assert event.fields["source"] == "429_window"
@@ -1182,9 +1254,9 @@ def test_a_refusal_with_nothing_through_makes_the_bursts_a_window() -> None:
     # The 40 of the last burst still count until they are a window old; the
     # burst now going (the one just answered, and any in flight) counts too.
     span = 2.16 * (1 + WINDOW_SLACK) + WINDOW_GUARD
-    taken = slots(pacer, 2.17, 39)
-    assert (taken[0], taken[-1]) == (pytest.approx(0.001 + span), pytest.approx(0.039 + span))
-    assert pacer.reserve(2.2) == pytest.approx(2.16 + span)
+    taken = slots(pacer, 4.33, 39)
+    assert (taken[0], taken[-1]) == (pytest.approx(2.161 + span), pytest.approx(2.199 + span))
+    assert pacer.reserve(4.4) == pytest.approx(4.32 + span)
 
 
 def test_slots_the_rate_handed_out_count_in_the_window_learned() -> None:
@@ -1193,20 +1265,191 @@ def test_slots_the_rate_handed_out_count_in_the_window_learned() -> None:
     they fall in is not overfilled."""
     pacer = Pacer()
     pacer.on_response()
-    throttled = _unhinted_burst(pacer, 0.0, 40)
-    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6)
-    pacer.on_resume(0.65)
-    pacer.on_throttled(0.66, sent_at=0.65, pause=1.5)  # nothing through
-    pacer.learned_rate, pacer.ceiling = 20.0, 20.0  # as AIMD had learned meanwhile
+    _lump(pacer, 0.0, 40)
     pacer.on_resume(2.16)
-    sent, *held = slots(pacer, 2.16, 4)  # one sends now, three wait for theirs
-    assert held == [pytest.approx(2.16 + n / 20.0) for n in (1, 2, 3)]
-    event = pacer.on_success(2.17, sent_at=sent)
+    _lump(pacer, 2.16, 40)
+    pacer.learned_rate, pacer.ceiling = 20.0, 20.0  # as AIMD had learned meanwhile
+    pacer.on_resume(4.32)
+    sent, *held = slots(pacer, 4.32, 4)  # one sends now, three wait for theirs
+    assert held == [pytest.approx(4.32 + n / 20.0) for n in (1, 2, 3)]
+    event = pacer.on_success(4.33, sent_at=sent)
     assert event is not None
     assert event.fields["limit"] == 40
-    new = slots(pacer, 2.17, 40)
-    burst = [n * 0.001 for n in range(40)]
+    new = _scouted_slots(pacer, 4.33, 40)
+    burst = [2.16 + n * 0.001 for n in range(40)]
     _assert_never_overfilled("sliding", 40, 2.16, [*burst, sent, *held, *new])
+
+
+def test_refused_with_nothing_through_the_next_request_comes_a_step_later() -> None:
+    """Refused with nothing through since a burst, the next request goes REFUSAL_STEP of
+    the time since that burst began later, not a doubled backoff later (the window
+    learned from when the quota came back would be up to twice too long); never later
+    than the backoff. The step doubles after each REFUSAL_DOUBLING refusals in a row, up
+    to the whole time: a long window, or a ban, is not knocked on ever more often."""
+    pacer = Pacer()
+    pacer.on_response()
+    _lump(pacer, 0.0, 40)  # its last 429, answered at 0.66, is the second in a row
+    assert pacer.throttle_pause(1.5) == pytest.approx(REFUSAL_STEP * 0.66)
+    assert pacer.throttle_pause(0.05) == 0.05
+    now, steps = 0.66, []
+    for _ in range(4 * REFUSAL_DOUBLING):
+        now += 0.5
+        pacer.on_throttled(now, sent_at=now - 0.01, pause=1e6)
+        steps.append(round(pacer.throttle_pause(1e6) / now, 6))
+    assert steps == [
+        min(1.0, REFUSAL_STEP * 2 ** ((n + 3) // REFUSAL_DOUBLING))
+        for n in range(4 * REFUSAL_DOUBLING)
+    ]
+
+
+def test_after_a_429_while_nothing_is_known_one_request_goes_alone() -> None:
+    """Until a request gets through again, one at a time: a quota not back yet costs one
+    429, not one for each worker released."""
+    pacer = Pacer()
+    for _ in range(6):
+        pacer.on_response()
+    pacer.on_throttled(1.0, sent_at=0.9, pause=0.5)
+    for moment in (1.5, 1.6):
+        assert pacer.reserve(moment) == moment
+        pacer.in_flight = 1
+        assert pacer.reserve(moment) is None
+        pacer.in_flight = 0
+        pacer.on_throttled(moment + 0.01, sent_at=moment, pause=0.05)
+    assert pacer.reserve(1.7) == 1.7
+    pacer.on_success(1.71, sent_at=1.7)
+    pacer.in_flight = 1
+    assert pacer.reserve(1.71) == 1.71
+
+
+def _learned_from_lumps() -> Pacer:
+    """40 per 2.16 s learned from lumps (``_lump``) as the burst starting at 4.32 goes: its
+    40 requests all in flight, then answered."""
+    pacer = Pacer()
+    pacer.on_response()
+    _lump(pacer, 0.0, 40)
+    pacer.on_resume(2.16)
+    _lump(pacer, 2.16, 40)
+    pacer.on_resume(4.32)
+    burst = slots(pacer, 4.32, 1)
+    assert pacer.on_success(4.325, sent_at=burst[0]) is not None
+    assert pacer.window_learned
+    burst += slots(pacer, 4.325, 39)
+    pacer.in_flight = 39
+    for sent in burst[1:]:
+        pacer.in_flight -= 1
+        pacer.on_success(sent + 0.005, sent_at=sent)
+    return pacer
+
+
+def _burst(pacer: Pacer, now: float) -> tuple[float, list[PacingEvent]]:
+    """A burst as the workers send it, each answered 5 ms after it goes: the first
+    request alone, then the rest of the quota all in flight at once; when the first
+    went, and the events the answers brought."""
+    first = pacer.reserve(now)
+    assert first is not None
+    answers = [pacer.on_success(first + 0.005, sent_at=first)]
+    rest: list[float] = []
+    while (slot := pacer.reserve(first + 0.005)) is not None and slot < first + 0.5:
+        rest.append(slot)
+    if slot is not None:
+        pacer.cancel(slot)
+    pacer.in_flight = len(rest)
+    for sent in rest:
+        pacer.in_flight -= 1
+        answers.append(pacer.on_success(sent + 0.005, sent_at=sent))
+    return first, [event for event in answers if event is not None]
+
+
+def _until_a_try(pacer: Pacer) -> tuple[float, PacingEvent]:
+    """Bursts until one ends with a try of a shorter window: its start and that event."""
+    opened = 4.32
+    for _ in range(5):
+        opened, events = _burst(pacer, opened + 0.1)
+        if events:
+            assert [event.fields["reason"] for event in events] == ["probing"]
+            return opened, events[0]
+    raise AssertionError("no try in five bursts")
+
+
+def test_a_burst_on_a_window_learned_from_lumps_opens_with_one_request() -> None:
+    """The first request of each burst goes alone; the other workers ask again when it
+    is due, and are handed slots once it is answered: a window that has not turned yet
+    costs one 429, not one for each worker."""
+    pacer = _learned_from_lumps()
+    scout = pacer.reserve(4.5)
+    assert scout is not None
+    assert scout > 4.5
+    assert pacer.reserve(4.5) is None
+    assert pacer.poll_delay(4.5) == pytest.approx(scout - 4.5)
+    assert pacer.reserve(scout) is None
+    pacer.on_success(scout + 0.005, sent_at=scout)
+    assert len(slots(pacer, scout + 0.005, 39)) == 39
+
+
+def test_a_window_learned_from_lumps_is_tried_halfway_to_its_floor() -> None:
+    """It lies between the time from a burst's start to its last refusal (the floor) and
+    the time to the next burst's start. Once a burst is all sent and answered, and a
+    failed try would leave at most one 429 for every BISECT_COST_SHARE of the requests
+    through since, the next burst tries the middle: its first request refused, the
+    floor rises to it and the batch waits for the window that held, with no pause of
+    its own; through, the window is the time it took."""
+    pacer = _learned_from_lumps()
+    floor, learned = 0.65, 2.16
+    opened, event = _until_a_try(pacer)
+    assert BISECT_COST_SHARE * 40 * 3 >= 1  # the third burst's: 120 through
+    tried = (floor + learned) / 2
+    assert event.fields["window_s"] == pytest.approx(tried, abs=1e-3)
+    scout = pacer.reserve(opened + 0.1)
+    assert scout is not None
+    assert scout == pytest.approx(opened + tried * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    refused = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
+    assert refused is not None
+    assert refused.fields["reason"] == "probe_throttled"
+    assert refused.fields["window_s"] == pytest.approx(learned)
+    assert pacer.throttle_pause(0.8) == 0.0
+    floor, tried_from = scout - opened, opened
+    opened, events = _burst(pacer, scout + 0.005)
+    assert opened == pytest.approx(tried_from + learned * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    # One more failed try would now be one 429 in fewer than 1 / BISECT_COST_SHARE.
+    assert events == []
+    opened, event = _until_a_try(pacer)
+    tried = (floor + learned) / 2
+    assert event.fields["window_s"] == pytest.approx(tried, abs=1e-3)
+    scout = pacer.reserve(opened + 0.1)
+    assert scout is not None
+    pacer.on_success(scout + 0.005, sent_at=scout)  # through: no longer than that
+    assert pacer.window_span() == pytest.approx(scout - opened)
+
+
+def test_a_burst_refused_at_its_first_request_seeks_the_turn() -> None:
+    """A window longer than learned (a fixed window's, say): a try's first request is
+    refused, and so is the next burst's, at the window that held. The next goes
+    SEEK_STEP of the time since the last burst opened later, the refused ones not
+    counted in the log, until one gets through: the window is the time from that
+    opening to it."""
+    pacer = _learned_from_lumps()
+    opened, _ = _until_a_try(pacer)
+    scout = pacer.reserve(opened + 0.1)
+    assert scout is not None
+    event = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
+    assert event is not None
+    assert event.fields["reason"] == "probe_throttled"
+    span = pacer.window_span()
+    assert span is not None
+    scout = pacer.reserve(scout + 0.005)
+    assert scout is not None
+    assert scout == pytest.approx(opened + span)
+    now = scout
+    for _ in range(2):
+        assert pacer.on_throttled(now + 0.005, sent_at=now, pause=0.8) is None
+        pause = pacer.throttle_pause(0.8)
+        assert pause == pytest.approx(SEEK_STEP * (now + 0.005 - opened))
+        now += 0.005 + pause
+        assert pacer.reserve(now) == now  # the refused ones hold no slot
+    event = pacer.on_success(now + 0.005, sent_at=now)
+    assert event is not None
+    assert event.fields["reason"] == "window_longer"
+    assert event.fields["window_s"] == pytest.approx(now - opened, abs=1e-3)
 
 
 def test_without_a_refusal_in_between_bursts_are_no_window() -> None:

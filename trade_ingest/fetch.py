@@ -25,7 +25,6 @@ from trade_ingest.clock import Clock
 from trade_ingest.config import Settings
 from trade_ingest.errors import ConfigError
 from trade_ingest.pacing import (
-    FIRST_RESPONSE_POLL,
     SLOT_RECHECK,
     Pacer,
     PacingEvent,
@@ -385,7 +384,7 @@ class TradeFetcher:
                 continue
             slot = pacer.reserve(now)
             if slot is None:
-                await clock.sleep(FIRST_RESPONSE_POLL)
+                await clock.sleep(pacer.poll_delay(now))
                 continue
             if slot <= now:
                 return slot

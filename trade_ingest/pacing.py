@@ -129,6 +129,29 @@ MIN_RATE = 1e-4  # one request in about three hours
 # for each request in flight and this many more: the gateway gains back a few
 # requests' room before the cut rate's slower pace is met (see ``throttle_pause``).
 SLOT_PAUSE_CUSHION = 3
+# Refused with nothing through since a burst, no hint: the quota comes back in a
+# lump, and the next request finds when. While no window is known, it goes
+# REFUSAL_STEP of the time since the burst began later (a doubled backoff could
+# make the window learned twice too long); a burst a learned window predicted,
+# refused at its first request, SEEK_STEP later (a 429 once learned costs more).
+# The step doubles after each REFUSAL_DOUBLING refusals in a row, up to the
+# whole time (as a doubled backoff), so a long window or a ban is not knocked
+# on ever more often; never longer than the backoff.
+REFUSAL_STEP = 0.125
+SEEK_STEP = 0.25
+REFUSAL_DOUBLING = 8
+# A burst on a window learned without hints opens with one request: the other
+# workers wait for its answer (up to SCOUT_PATIENCE of the window), so a window
+# that has not turned yet costs one 429, not one for each worker.
+SCOUT_PATIENCE = 0.25
+# Such a window is known to lie between the time from a burst's start to its
+# last refusal (the floor) and to the next burst's start: each burst tries
+# the middle, its first request telling whether it held, until the two are
+# within BISECT_PRECISION. A try that fails costs a 429: a try comes only while
+# that would leave at most one failed for each 1 / BISECT_COST_SHARE requests
+# through since the window was learned.
+BISECT_PRECISION = 0.03
+BISECT_COST_SHARE = 0.01
 # Until the first response tells us something, only one request is in flight.
 FIRST_RESPONSE_POLL = 0.005
 # A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
@@ -322,6 +345,8 @@ class Pacer:
         # one more for each answer that is not a 429, as TCP's slow start grows (twice
         # as many a round trip), so a small quota is not met by every worker's 429.
         self._release_cap = 1
+        # After a 429 while nothing is known, one request goes until one gets through.
+        self._alone = False
         self._last_increase: float | None = None
         self._probe_speed = PROBE_START
         self._probe_hold = PROBE_HOLD
@@ -372,6 +397,10 @@ class Pacer:
         # Two hinted throttles' measure, settled at the resume: (previous
         # throttle's end, this throttle's request sent, this throttle's end).
         self._measuring: tuple[float, float, float] | None = None
+        # Two unhinted throttles' measure of the rate, settled by the next success
+        # (``_settle_unhinted``): (the previous 429's answer, this one's request
+        # sent, this one's answer).
+        self._rate_measuring: tuple[float, float, float] | None = None
         # Unhinted throttles (see ``_settle_unhinted``): when the run of successes
         # now going began, the last pause's end, the burst a 429 without a
         # hint ended (its start, the throttled request's send), and whether a
@@ -380,6 +409,35 @@ class Pacer:
         self._resumed_at: float | None = None
         self._unhinted_burst: tuple[float, float] | None = None
         self._refused_empty = False
+        # Whether the burst now going began right after a refusal (its start is
+        # pinned to the quota's return, see ``_settle_unhinted``).
+        self._start_pinned = False
+        # A window learned that way opens each burst with one request (see
+        # SCOUT_PATIENCE): its slot while unanswered, the send time of the
+        # latest success, and when the last burst opened. A burst refused at its
+        # first request: when the one before it opened (the turn is sought).
+        self._window_unhinted = False
+        self._scout_at: float | None = None
+        self._last_through = -math.inf
+        self._burst_opened: float | None = None
+        # The last refused request's send time before that opening, if any since the
+        # one before (its turn came later); whether the window turns (see
+        # ``_burst_opening``).
+        self._opening_pin: float | None = None
+        self._turns = False
+        self._seek_from: float | None = None
+        # What the last 429 asks of ``throttle_pause`` on such a window: the seek's
+        # step from this time; or, a try refused at its first request, no pause of
+        # the batch's own (the log holds it to the window that held).
+        self._step_from: float | None = None
+        self._try_refused = False
+        # The floor under such a window and its ceiling (see BISECT_PRECISION), the
+        # last refused request's send time, and the tries that failed.
+        self._window_floor: float | None = None
+        self._window_ceiling: float | None = None
+        self._last_refused = -math.inf
+        self._bisect_failures = 0
+        self._through_since_learned = 0
 
     @property
     def rate(self) -> float | None:
@@ -410,7 +468,7 @@ class Pacer:
                 if self._first_sent:
                     return None
                 self._first_sent = True
-            elif self.in_flight >= self._release_cap:
+            elif self.in_flight >= (1 if self._alone else self._release_cap):
                 return None
             return now
         slot = max(now, self._next_slot)
@@ -471,6 +529,11 @@ class Pacer:
         self._probe_taken = at
         return at
 
+    def poll_delay(self, now: float) -> float:
+        """How long a worker told "not yet" by ``reserve`` waits before asking again."""
+        scout = self._scout_at
+        return max(FIRST_RESPONSE_POLL, scout - now) if scout is not None else FIRST_RESPONSE_POLL
+
     def sooner(self, now: float, held: float) -> float | None:
         """A slot sooner than ``held`` (the worker's logged one, given back for it), or None.
 
@@ -482,6 +545,9 @@ class Pacer:
         span = self.window_span() if self.logging and self.configured is None else None
         if span is None or not self.limit:
             return None
+        scout = self._scout_at
+        if scout is not None and held != scout:
+            return None  # the burst it belongs to waits for its first request
         self.cancel(held)
         slot = self.next_window_slot(now, self.limit, span, take_probe=False)
         promised = self._take_promise(now, min(slot, held), self.limit, span)
@@ -489,12 +555,16 @@ class Pacer:
             slot = promised
         if slot >= held:
             bisect.insort(self._log, held)
+            self._scout_at = scout
             return None
         bisect.insort(self._log, slot)
+        self._scout_at = scout if scout is None else slot
         return slot
 
     def cancel(self, slot: float) -> None:
         """A reserved slot that was not used (a pause came first, or the trade gave up)."""
+        if slot == self._scout_at:
+            self._scout_at = None
         log = self._log
         index = bisect.bisect_left(log, slot)
         if index < len(log) and log[index] == slot:
@@ -502,8 +572,15 @@ class Pacer:
         elif slot in self._paced_slots:
             self._paced_slots.remove(slot)
 
-    def _reserve_in_window(self, now: float, limit: int, span: float) -> float:
+    def _reserve_in_window(self, now: float, limit: int, span: float) -> float | None:
+        scouting = self.window_learned and self._window_unhinted and limit > 1
+        if scouting and self._scout_at is not None:
+            if now < self._scout_at + SCOUT_PATIENCE * span:
+                return None  # the burst waits for its first request's answer
+            self._scout_at = None
         slot = self.next_window_slot(now, limit, span)
+        if scouting and slot - self._last_through >= span / 2:
+            self._scout_at = slot  # opens a burst
         if self._probe_at is not None and slot >= self._probe_at:
             self._probe_at = None  # the request the gateway promised has gone
         bisect.insort(self._log, slot)
@@ -594,6 +671,8 @@ class Pacer:
         """An answer that is neither a success nor a 429 (or no answer at all)."""
         self.responded = True
         self._release_cap += 1
+        self._alone = False
+        self._scout_at = None  # maybe the first request's: the burst need not wait on
 
     def _watch_headroom(self, now: float, quota: Quota, window: float | None) -> str | None:
         """Probe upwards after a period in which the quota stayed high and did not fall.
@@ -742,6 +821,7 @@ class Pacer:
     def on_success(self, now: float, sent_at: float) -> PacingEvent | None:
         """A request went through: the throttle streak ends; a learned rate creeps up."""
         self.responded = True
+        self._last_through = max(self._last_through, sent_at)
         if self._first_throttled_sent is None or sent_at < self._first_throttled_sent:
             self._first_burst += 1
         self._release_cap += 1
@@ -754,6 +834,7 @@ class Pacer:
         if self._after_last_429(sent_at):
             # Only a success sent after the last 429 ends the streak: one sent
             # before it came back says nothing of the gateway now.
+            self._alone = False
             self.throttle_streak = 0
             self._slot_paused = False
             first = self._successes_since_429 == 0
@@ -762,9 +843,18 @@ class Pacer:
                 learned = self._settle_unhinted(now, sent_at)
                 if learned is not None:
                     return learned
+        scout = self._scout_at
+        if scout is not None and sent_at >= scout:
+            self._scout_at = None
+            found = self._burst_opening(now, sent_at)
+            if found is not None:
+                return found
         if self.window_learned and not self.headers_seen:
+            self._through_since_learned += 1
             if self._probe_started is not None and sent_at >= self._probe_started:
                 self._probe_delivered += 1
+            if self._window_floor is not None:
+                return self._bisect_window(now)
             return self._probe_learned_window(now)
         if self.headers_seen or self.learned_rate is None or self.ceiling is None:
             return None
@@ -814,9 +904,17 @@ class Pacer:
         streak that lengthens a backoff too.
         """
         self.responded = True
+        scout = self._scout_at
+        scout_refused = scout is not None and sent_at >= scout
+        if scout is not None and scout_refused:
+            # Not counted, as the refusals before the window was learned were not:
+            # the next scout is held back by the burst before, not by this one.
+            self.cancel(scout)
         if not self._after_last_429(sent_at):
             return None
         self.throttle_streak += 1
+        self._alone = self.rate is None
+        self._step_from, self._try_refused = None, False
         if self._first_throttled_sent is None:
             self._first_throttled_sent = sent_at
         if hinted:
@@ -831,7 +929,7 @@ class Pacer:
         previous, successes = self._last_pause_end, self._successes_since_429
         previous_429 = self._last_429
         previous_hinted, self._last_hinted = self._last_hinted, hinted
-        self._last_429 = now
+        self._last_429, self._last_refused = now, sent_at
         self._last_pause_end = now + pause
         if self.throttle_streak == 1:
             self._last_pause = pause  # what one more 429, a failed try's, would cost
@@ -844,7 +942,7 @@ class Pacer:
         if hinted and previous_hinted and previous is not None and now + pause > previous:
             measured = now + pause - previous if successes > 0 else None
         if self.window_learned:
-            return self._relearn_window(now, sent_at)
+            return self._relearn_window(now, sent_at, scout_refused=scout_refused)
         if measured is not None and previous is not None:
             # Requests sent before this one may still be on their way back
             # (a 429 is answered sooner than a trade): count them at the resume.
@@ -854,16 +952,19 @@ class Pacer:
         if self.learned_rate is None:
             if previous is None or successes == 0 or now + pause <= previous:
                 return None
+            if self._start_pinned and not hinted:
+                return None  # a lump of quota, as a window's: learned at the next start
             # What the gateway let through from the end of one throttle to the
             # end of the next is its rate. Ends, not starts: a window's quota
             # runs out at any moment, but it comes back when the window turns.
             # Without a hint this pause's end is our own guess: the time from the
             # last 429 to this one is what it took to give those back.
-            since = previous if hinted or previous_429 is None else previous_429
-            until = now + pause if hinted or previous_429 is None else now
-            self.ceiling = max(MIN_RATE, successes / max(until - since, 1e-9))
-            self.learned_rate = self.ceiling * RECOVERY_SHARE
-            self._start_slow(now + pause)
+            if not hinted and previous_429 is not None:
+                # Settled by the first request through after the pause, unless it
+                # is refused first (the quota comes back in lumps: a window).
+                self._rate_measuring = (previous_429, sent_at, now)
+                return None
+            self._first_rate(now, successes / max(now + pause - previous, 1e-9), now + pause)
         elif self._slow_start_since is not None:
             if not self._delivered:
                 # Nothing got through since the last pause: it was too short
@@ -894,7 +995,7 @@ class Pacer:
             self._probe_hold = min(PROBE_HOLD_MAX, 2.0 * self._probe_hold)
         self._last_increase = self._quiet_since = now
         self._probe_speed = PROBE_START
-        return self._report("429", ceiling_per_s=round(self.ceiling, 4))
+        return self._report("429", ceiling_per_s=round(self.ceiling or 0.0, 4))
 
     def throttle_pause(self, backoff: float) -> float:
         """The batch's pause after a 429 without a hint, told to ``on_throttled`` first:
@@ -906,12 +1007,32 @@ class Pacer:
         429s (a window's quota may be gone until it turns: the backoff then
         starts from its first step, see ``streak_with``), nor for a learned window.
         """
-        aimd = not self.headers_seen and not self.window_learned
-        if not aimd or self.learned_rate is None or self.throttle_streak > 1:
+        learning = not self.headers_seen and not self.window_learned
+        last_429, burst = self._last_429, self._unhinted_burst
+        doubled = 2.0 ** (self.throttle_streak // REFUSAL_DOUBLING)
+        if last_429 is not None:
+            if self._try_refused:
+                return 0.0
+            if self._step_from is not None:
+                step = min(1.0, SEEK_STEP * doubled)
+                return min(backoff, step * (last_429 - self._step_from))
+            if learning and self._refused_empty and burst:
+                step = min(1.0, REFUSAL_STEP * doubled)
+                return min(backoff, step * (last_429 - burst[0]))
+        if not learning or self.learned_rate is None or self.throttle_streak > 1:
             return backoff
         pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
         self._slot_paused = pause < backoff
         return pause
+
+    def _first_rate(self, now: float, measured: float, slow_since: float) -> None:
+        """AIMD's first estimate (``measured`` per second, a 429 ``now``): a bound that
+        slow start grows from ``slow_since``."""
+        self.ceiling = max(MIN_RATE, measured)
+        self.learned_rate = self.ceiling * RECOVERY_SHARE
+        self._start_slow(slow_since)
+        self._last_increase = self._quiet_since = now
+        self._probe_speed = PROBE_START
 
     def _start_slow(self, since: float) -> None:
         self._slow_start_since, self._delivered = since, 0
@@ -962,14 +1083,37 @@ class Pacer:
         burst, self._unhinted_burst = self._unhinted_burst, None
         self._burst_start = start
         refused_empty, self._refused_empty = self._refused_empty, False
-        if burst is None or not refused_empty or self._last_hinted:
+        # Begun right after a refusal, a burst starts when the quota came back
+        # (within a step of the refusals, see REFUSAL_STEP); the run's first
+        # burst, say, may start anywhere in a fixed window, and the time from
+        # it to the next is less than the window.
+        pinned, self._start_pinned = self._start_pinned, refused_empty
+        rate_measuring, self._rate_measuring = self._rate_measuring, None
+        if rate_measuring is not None and not refused_empty and self.learned_rate is None:
+            # Through at once after the pause: no lump. The successes this 429's
+            # request was sent after (some answered later than it) are all in.
+            since, throttled, until = rate_measuring
+            through = sum(1 for sent in self._recent_sends if since <= sent < throttled)
+            if through:
+                self._first_rate(until, through / max(until - since, 1e-9), start)
+                self._delivered = 1  # this one, the first of slow start
+                self._slow_start_sends.append(sent_at)
+                return self._report("429", ceiling_per_s=round(self.ceiling or 0.0, 4))
+        if burst is None or not refused_empty or not pinned or self._last_hinted:
             return None
         begun, throttled = burst
         sends = sorted(t for t in self._recent_sends if begun <= t < throttled)
         window = start - begun
         if not sends or window <= 0:
             return None
-        self._learn_from(now, sends, window, 0.0)
+        # Between two refusals, all of them met one window: its quota, however
+        # slowly they went (``_learn_from`` takes a slow burst for a rate).
+        self._probe_period = window
+        self._learn_window(now, len(sends), window, sends)
+        self._window_unhinted, self._burst_opened = True, start
+        if self.limit and self.limit > 1:
+            self._window_floor = max(0.0, self._last_refused - begun)
+            self._window_ceiling = window
         # The burst under way went out before the log: it counts as sent now.
         self._log = sorted([*self._log, sent_at, *[now] * self.in_flight])
         return self._window_event("429_window")
@@ -998,13 +1142,37 @@ class Pacer:
         self.logging = True
         self._learned_quiet_since = self._learned_at = now
 
-    def _relearn_window(self, now: float, sent_at: float) -> PacingEvent:
+    def _relearn_window(
+        self, now: float, sent_at: float, *, scout_refused: bool
+    ) -> PacingEvent | None:
         """A 429 while the learned window paced the batch: the last probe went too far;
-        or a burst was not taken again (a fixed window turned inside it): its rate is
-        kept, at an even pace; or even pacing was too fast: LEARNED_CUT slower."""
+        or a burst was refused at its first request (``scout_refused``: the window
+        has not turned yet), and its turn is sought (``_found_turn``); or a burst was
+        not taken again (a fixed window turned inside it): its rate is kept, at an
+        even pace; or even pacing was too fast: LEARNED_CUT slower."""
         assert self.limit is not None  # noqa: S101
         assert self.window is not None  # noqa: S101
         self._learned_quiet_since = now
+        ceiling = self._window_ceiling
+        if self._seek_from is None and scout_refused and self.limit > 1:
+            opened, floor = self._burst_opened, self._window_floor
+            if floor is not None and opened is not None:
+                # Not turned yet, so long after the last burst opened: longer.
+                self._window_floor = max(floor, sent_at - opened)
+            if self.probe_factor > self._probe_held:
+                self._try_refused = True
+                self._bisect_failures += 1
+            elif ceiling is not None and self.window / self.probe_factor < ceiling * (1 - 1e-9):
+                # Kept to since a try went through, but never bounded: back to what is.
+                self._try_refused = True
+                self._bisect_failures += 1
+                self.probe_factor = self._probe_held = self.window / ceiling
+                return self._window_event("probe_throttled")
+            else:
+                self._seek_from = opened
+        if self._seek_from is not None:
+            self._step_from = self._seek_from
+            return None
         if self.probe_factor > self._probe_held:
             longer = NEAR_LIMIT_WAIT if self._held_near_limit(sent_at) else 2.0
             self.probe_factor = self._probe_held
@@ -1023,6 +1191,77 @@ class Pacer:
             self.window /= 1.0 - LEARNED_CUT
             reason = "429_slower"
         return self._window_event(reason)
+
+    def _burst_opening(self, now: float, sent_at: float) -> PacingEvent | None:
+        """A burst's first request (see SCOUT_PATIENCE) got through: what that says of
+        the window. The rest of the burst keeps to it, whatever was tried.
+
+        It is no longer than the time since the last burst opened, on a sliding
+        window; on one that turns (a fixed window), the last burst may have opened
+        late, after its turn: only the time since the last refusal before that
+        opening (the turn came after it) bounds the window.
+        """
+        opened, self._burst_opened = self._burst_opened, sent_at
+        pinned = self._last_refused if opened is None or self._last_refused > opened else None
+        pin, self._opening_pin = self._opening_pin, pinned
+        if self._seek_from is not None:
+            return self._found_turn(now, sent_at, pin)
+        floor, since = self._window_floor, (pin if self._turns else opened)
+        if floor is None or self._window_ceiling is None or not self.window:
+            return None
+        held, tried = self.window / self._probe_held, self.window / self.probe_factor
+        if since is not None:
+            # The span that would have let it go then: the window, margins taken off.
+            bound = (sent_at - since - WINDOW_GUARD) / (1.0 + WINDOW_SLACK)
+            if floor <= bound:
+                self._window_ceiling = min(self._window_ceiling, bound)
+                held = min(held, bound)
+        if self._turns and tried < held:
+            # Through on a window that turns: kept to, not bounded (see ``_relearn_window``).
+            held = tried
+        self.probe_factor = self._probe_held = self.window / held
+        return None
+
+    def _found_turn(self, now: float, opened: float, pin: float | None) -> PacingEvent:
+        """The first request through after a burst's refusals (``_relearn_window``): the
+        window turns (a fixed one), later than held; it is the time since the last
+        burst opened, or since the refusal before that opening (``pin``), if any."""
+        assert self._seek_from is not None  # noqa: S101
+        self.window = self._probe_period = opened - (self._seek_from if pin is None else pin)
+        self._window_ceiling = self.window
+        self._window_floor = max(0.0, self._last_refused - self._seek_from)
+        self._seek_from = None
+        self._turns = True
+        self.probe_factor = self._probe_held = 1.0
+        self._learned_quiet_since = now
+        return self._window_event("window_longer")
+
+    def _bisect_window(self, now: float) -> PacingEvent | None:
+        """On a window learned from refusals, once a burst is all sent and answered, the
+        next burst tries the middle between the floor and the window now in use (its
+        first request tells: ``_burst_opening``, or ``_relearn_window`` for a 429)."""
+        assert self.window is not None  # noqa: S101
+        assert self.limit is not None  # noqa: S101
+        assert self._window_floor is not None  # noqa: S101
+        span = self.window_span()
+        if self.in_flight or self._seek_from is not None or span is None:
+            return None
+        if self.probe_factor > self._probe_held:
+            return None  # a try in force: its burst's first request tells
+        opened = self._burst_opened
+        following = self.next_window_slot(now, self.limit, span, take_probe=False)
+        if opened is None or following - opened < span / 2:
+            return None  # the burst is not all sent
+        in_use = self.window / self.probe_factor
+        budget = BISECT_COST_SHARE * self._through_since_learned  # failed tries, this one too
+        if (
+            in_use <= self._window_floor * (1 + BISECT_PRECISION)
+            or self._bisect_failures + 1 > budget
+        ):
+            return None
+        self.probe_factor *= in_use / ((self._window_floor + in_use) / 2)
+        self._probe_started = now
+        return self._window_event("probing")
 
     def _probe_learned_window(self, now: float) -> PacingEvent | None:
         """A learned window that held the batch back for a while without a 429: try it shorter."""
