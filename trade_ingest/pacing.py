@@ -148,8 +148,8 @@ SCOUT_PATIENCE = 0.25
 # last refusal (the floor) and to the next burst's start: each burst tries
 # the middle, its first request telling whether it held, until the two are
 # within BISECT_PRECISION. A try that fails costs a 429: a try comes only while
-# that would leave at most one failed for each 1 / BISECT_COST_SHARE requests
-# through since the window was learned.
+# that would leave at most one failed, and one more for each 1 / BISECT_COST_SHARE
+# requests through since the window was learned.
 BISECT_PRECISION = 0.03
 BISECT_COST_SHARE = 0.01
 # Until the first response tells us something, only one request is in flight.
@@ -345,7 +345,8 @@ class Pacer:
         # one more for each answer that is not a 429, as TCP's slow start grows (twice
         # as many a round trip), so a small quota is not met by every worker's 429.
         self._release_cap = 1
-        # After a 429 while nothing is known, one request goes until one gets through.
+        # After a 429 without a hint while nothing is known, one request goes until
+        # one gets through.
         self._alone = False
         self._last_increase: float | None = None
         self._probe_speed = PROBE_START
@@ -409,9 +410,10 @@ class Pacer:
         self._resumed_at: float | None = None
         self._unhinted_burst: tuple[float, float] | None = None
         self._refused_empty = False
-        # Whether the burst now going began right after a refusal (its start is
-        # pinned to the quota's return, see ``_settle_unhinted``).
-        self._start_pinned = False
+        # The refused request's send time right before the burst now going began, if
+        # it began so (its start is pinned to the quota's return, see
+        # ``_settle_unhinted``).
+        self._start_pin: float | None = None
         # A window learned that way opens each burst with one request (see
         # SCOUT_PATIENCE): its slot while unanswered, the send time of the
         # latest success, and when the last burst opened. A burst refused at its
@@ -913,7 +915,8 @@ class Pacer:
         if not self._after_last_429(sent_at):
             return None
         self.throttle_streak += 1
-        self._alone = self.rate is None
+        # Nothing known and no hint: whether quota is back, one request finds out.
+        self._alone = self.rate is None and not hinted
         self._step_from, self._try_refused = None, False
         if self._first_throttled_sent is None:
             self._first_throttled_sent = sent_at
@@ -952,7 +955,7 @@ class Pacer:
         if self.learned_rate is None:
             if previous is None or successes == 0 or now + pause <= previous:
                 return None
-            if self._start_pinned and not hinted:
+            if self._start_pin is not None and not hinted:
                 return None  # a lump of quota, as a window's: learned at the next start
             # What the gateway let through from the end of one throttle to the
             # end of the next is its rate. Ends, not starts: a window's quota
@@ -1087,7 +1090,8 @@ class Pacer:
         # (within a step of the refusals, see REFUSAL_STEP); the run's first
         # burst, say, may start anywhere in a fixed window, and the time from
         # it to the next is less than the window.
-        pinned, self._start_pinned = self._start_pinned, refused_empty
+        pin = self._last_refused if refused_empty else None
+        pinned, self._start_pin = self._start_pin, pin
         rate_measuring, self._rate_measuring = self._rate_measuring, None
         if rate_measuring is not None and not refused_empty and self.learned_rate is None:
             # Through at once after the pause: no lump. The successes this 429's
@@ -1099,7 +1103,7 @@ class Pacer:
                 self._delivered = 1  # this one, the first of slow start
                 self._slow_start_sends.append(sent_at)
                 return self._report("429", ceiling_per_s=round(self.ceiling or 0.0, 4))
-        if burst is None or not refused_empty or not pinned or self._last_hinted:
+        if burst is None or pin is None or pinned is None or self._last_hinted:
             return None
         begun, throttled = burst
         sends = sorted(t for t in self._recent_sends if begun <= t < throttled)
@@ -1110,10 +1114,15 @@ class Pacer:
         # slowly they went (``_learn_from`` takes a slow burst for a rate).
         self._probe_period = window
         self._learn_window(now, len(sends), window, sends)
-        self._window_unhinted, self._burst_opened = True, start
+        self._window_unhinted, self._burst_opened, self._opening_pin = True, start, pin
         if self.limit and self.limit > 1:
-            self._window_floor = max(0.0, self._last_refused - begun)
-            self._window_ceiling = window
+            # Each start is pinned between a refusal and itself: the window is no
+            # shorter than from the first start to the last refusal, and no longer
+            # than from the refusal before the first start to the second (a fixed
+            # window's first burst may have started later after its turn than this
+            # one: kept to from start to start, a refusal then costs one 429).
+            self._window_floor = max(0.0, pin - begun)
+            self._window_ceiling = start - pinned
         # The burst under way went out before the log: it counts as sent now.
         self._log = sorted([*self._log, sent_at, *[now] * self.in_flight])
         return self._window_event("429_window")
@@ -1163,8 +1172,10 @@ class Pacer:
                 self._try_refused = True
                 self._bisect_failures += 1
             elif ceiling is not None and self.window / self.probe_factor < ceiling * (1 - 1e-9):
-                # Kept to since a try went through, but never bounded: back to what is.
-                self._try_refused = True
+                # Kept to, but never bounded: back to what is. The window turns (a
+                # sliding one would have let this through: the time kept to was
+                # bounded from the last opening).
+                self._try_refused, self._turns = True, True
                 self._bisect_failures += 1
                 self.probe_factor = self._probe_held = self.window / ceiling
                 return self._window_event("probe_throttled")
@@ -1253,10 +1264,13 @@ class Pacer:
         if opened is None or following - opened < span / 2:
             return None  # the burst is not all sent
         in_use = self.window / self.probe_factor
-        budget = BISECT_COST_SHARE * self._through_since_learned  # failed tries, this one too
+        budget = 1 + BISECT_COST_SHARE * self._through_since_learned  # this one's failure too
         if (
             in_use <= self._window_floor * (1 + BISECT_PRECISION)
             or self._bisect_failures + 1 > budget
+            # Sent slower than a burst, its first request only tells of the first
+            # send before it: the rest may meet the window before they would.
+            or self._last_through - opened > BURST_SHARE * in_use
         ):
             return None
         self.probe_factor *= in_use / ((self._window_floor + in_use) / 2)
