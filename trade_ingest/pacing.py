@@ -1002,13 +1002,17 @@ class Pacer:
 
     def throttle_pause(self, backoff: float) -> float:
         """The batch's pause after a 429 without a hint, told to ``on_throttled`` first:
-        ``backoff`` (our own guess), or less when the learned rate answers it.
+        ``backoff`` (our own guess), or less when the pacer knows better.
 
-        Paced by a rate learned from 429s (AIMD), the cut rate is the answer, as
-        it is to a lost packet in TCP: the batch only waits a slot at that rate
-        for each request in flight and SLOT_PAUSE_CUSHION more. Not in a run of
-        429s (a window's quota may be gone until it turns: the backoff then
-        starts from its first step, see ``streak_with``), nor for a learned window.
+        Refused with nothing through since a burst while no window is known: a
+        step of the burst's age (REFUSAL_STEP), to find when the quota comes
+        back. On a window learned from refusals, a burst refused at its first
+        request: no pause when the log holds the batch to a window that held,
+        else a step of the time since the last burst opened (SEEK_STEP). Paced
+        by a rate learned from 429s (AIMD), the cut rate is the answer, as it is
+        to a lost packet in TCP: the batch only waits a slot at that rate for
+        each request in flight and SLOT_PAUSE_CUSHION more; not in a run of
+        429s (the backoff then starts from its first step, see ``streak_with``).
         """
         learning = not self.headers_seen and not self.window_learned
         last_429, burst = self._last_429, self._unhinted_burst
@@ -1072,13 +1076,16 @@ class Pacer:
     def _settle_unhinted(self, now: float, sent_at: float) -> PacingEvent | None:
         """The first success after a 429: a new burst starts (at the pause's end).
 
-        When the last burst was ended by a 429 without any hint, the pauses are
-        our own guesses; but a request refused with nothing through since that
-        burst (a token bucket would have given something back during a pause)
-        says the limit comes back in lumps, as a window's quota does. That
-        burst's successes are then the quota, and the time from its start to
-        this one's is at most the window: kept to as a learned window is (see
-        LEARNED_CUT), and probed shorter from there.
+        It settles AIMD's first estimate when it went through at once after the
+        pause (``_rate_measuring``). When the last burst was ended by a 429
+        without any hint, the pauses are our own guesses; but a request refused
+        with nothing through since that burst (a token bucket would have given
+        something back during a pause) says the limit comes back in lumps, as a
+        window's quota does, and this burst starts within a refusal step of its
+        return (pinned). Between two pinned starts, the first burst's successes
+        are the quota and the time between the starts the window: kept to as a
+        learned window is, each burst opened by one request (``_burst_opening``),
+        and tried shorter from there (``_bisect_window``).
         """
         resumed = self._resumed_at
         last_429 = self._last_429 if self._last_429 is not None else -math.inf
