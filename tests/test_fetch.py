@@ -472,3 +472,24 @@ async def test_a_worker_asleep_towards_a_far_slot_sends_when_the_gateway_promise
         async with h.client:
             assert isinstance(await h.fetcher.fetch("T1"), Fetched)
     assert sent == [pytest.approx(start + SLOT_RECHECK + 0.5 + WINDOW_GUARD)]
+
+
+@pytest.mark.anyio
+async def test_a_wait_for_a_bursts_first_answer_past_the_deadline_defers_the_trade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker told to ask again once the first request of the next burst is answered,
+    10 s from now, with the deadline in 1 s: the trade is deferred at once, not after
+    sleeping past the deadline."""
+    h = Harness(SETTINGS)
+    h.fetcher.deadline_at = h.clock.monotonic() + 1.0
+    monkeypatch.setattr(h.fetcher.pacer, "reserve", lambda now: None)
+    monkeypatch.setattr(h.fetcher.pacer, "poll_delay", lambda now: 10.0)
+    with respx.mock(base_url=BASE, assert_all_called=False) as mock:
+        route = mock.get("/trades/T1").mock(return_value=httpx.Response(200, json=TRADE))
+        async with h.client:
+            outcome = await h.fetcher.fetch("T1")
+    assert isinstance(outcome, Failed)
+    assert "deadline" in outcome.error
+    assert not route.called
+    assert h.clock.sleeps == []

@@ -384,7 +384,10 @@ class TradeFetcher:
                 continue
             slot = pacer.reserve(now)
             if slot is None:
-                await clock.sleep(pacer.poll_delay(now))
+                wait = pacer.poll_delay(now)
+                if self.past_deadline(now + wait):
+                    return self._deadline_give_up(trade_id, attempt)
+                await clock.sleep(wait)
                 continue
             if slot <= now:
                 return slot
