@@ -144,12 +144,12 @@ REFUSAL_DOUBLING = 8
 # workers wait for its answer (up to SCOUT_PATIENCE of the window), so a window
 # that has not turned yet costs one 429, not one for each worker.
 SCOUT_PATIENCE = 0.25
-# Such a window is known to lie between the time from a burst's start to its
-# last refusal (the floor) and to the next burst's start: each burst tries
-# the middle, its first request telling whether it held, until the two are
-# within BISECT_PRECISION. A try that fails costs a 429: a try comes only while
-# that would leave at most one failed, and one more for each 1 / BISECT_COST_SHARE
-# requests through since the window was learned.
+# Such a window is known to lie between a floor (from a burst's start to its
+# last refusal) and a ceiling (see ``_settle_unhinted``, ``_burst_opening``):
+# bursts try the middle, the first request telling whether it held, until the
+# window kept to is within BISECT_PRECISION of the floor. A try that fails costs
+# a 429: a try comes only while that would leave at most one failed, and one more
+# for each 1 / BISECT_COST_SHARE requests through since the window was learned.
 BISECT_PRECISION = 0.03
 BISECT_COST_SHARE = 0.01
 # Until the first response tells us something, only one request is in flight.
@@ -416,15 +416,15 @@ class Pacer:
         self._start_pin: float | None = None
         # A window learned that way opens each burst with one request (see
         # SCOUT_PATIENCE): its slot while unanswered, the send time of the
-        # latest success, and when the last burst opened. A burst refused at its
-        # first request: when the one before it opened (the turn is sought).
+        # latest success, and when the last burst opened.
         self._window_unhinted = False
         self._scout_at: float | None = None
         self._last_through = -math.inf
         self._burst_opened: float | None = None
         # The last refused request's send time before that opening, if any since the
         # one before (its turn came later); whether the window turns (see
-        # ``_burst_opening``).
+        # ``_burst_opening``); while a turn is sought (refused even at the
+        # ceiling), when the burst before opened.
         self._opening_pin: float | None = None
         self._turns = False
         self._seek_from: float | None = None
