@@ -414,10 +414,9 @@ class Pacer:
         # it began so (its start is pinned to the quota's return, see
         # ``_settle_unhinted``).
         self._start_pin: float | None = None
-        # A window learned that way opens each burst with one request (see
-        # SCOUT_PATIENCE): its slot while unanswered, the send time of the
-        # latest success, and when the last burst opened.
-        self._window_unhinted = False
+        # A window learned that way (with a floor, below) opens each burst with
+        # one request (see SCOUT_PATIENCE): its slot while unanswered, the send
+        # time of the latest success, and when the last burst opened.
         self._scout_at: float | None = None
         self._last_through = -math.inf
         self._burst_opened: float | None = None
@@ -428,10 +427,9 @@ class Pacer:
         self._opening_pin: float | None = None
         self._turns = False
         self._seek_from: float | None = None
-        # What the last 429 asks of ``throttle_pause`` on such a window: the seek's
-        # step from this time; or, a try refused at its first request, no pause of
-        # the batch's own (the log holds it to the window that held).
-        self._step_from: float | None = None
+        # Whether the last 429 was such a window's burst refused at its first request
+        # with a window that held to go back to: then the batch makes no pause of
+        # its own (the log holds it to that window).
         self._try_refused = False
         # The floor under such a window and its ceiling (see BISECT_PRECISION), the
         # last refused request's send time, and the tries that failed.
@@ -575,7 +573,7 @@ class Pacer:
             self._paced_slots.remove(slot)
 
     def _reserve_in_window(self, now: float, limit: int, span: float) -> float | None:
-        scouting = self.window_learned and self._window_unhinted and limit > 1
+        scouting = self.window_learned and self._window_floor is not None and limit > 1
         if scouting and self._scout_at is not None:
             if now < self._scout_at + SCOUT_PATIENCE * span:
                 return None  # the burst waits for its first request's answer
@@ -917,7 +915,7 @@ class Pacer:
         self.throttle_streak += 1
         # Nothing known and no hint: whether quota is back, one request finds out.
         self._alone = self.rate is None and not hinted
-        self._step_from, self._try_refused = None, False
+        self._try_refused = False
         if self._first_throttled_sent is None:
             self._first_throttled_sent = sent_at
         if hinted:
@@ -1020,9 +1018,9 @@ class Pacer:
         if last_429 is not None:
             if self._try_refused:
                 return 0.0
-            if self._step_from is not None:
+            if self._seek_from is not None and not self.headers_seen:
                 step = min(1.0, SEEK_STEP * doubled)
-                return min(backoff, step * (last_429 - self._step_from))
+                return min(backoff, step * (last_429 - self._seek_from))
             if learning and self._refused_empty and burst:
                 step = min(1.0, REFUSAL_STEP * doubled)
                 return min(backoff, step * (last_429 - burst[0]))
@@ -1121,7 +1119,7 @@ class Pacer:
         # slowly they went (``_learn_from`` takes a slow burst for a rate).
         self._probe_period = window
         self._learn_window(now, len(sends), window, sends)
-        self._window_unhinted, self._burst_opened, self._opening_pin = True, start, pin
+        self._burst_opened, self._opening_pin = start, pin
         if self.limit and self.limit > 1:
             # Each start is pinned between a refusal and itself: the window is no
             # shorter than from the first start to the last refusal, and no longer
@@ -1189,7 +1187,6 @@ class Pacer:
             else:
                 self._seek_from = opened
         if self._seek_from is not None:
-            self._step_from = self._seek_from
             return None
         if self.probe_factor > self._probe_held:
             longer = NEAR_LIMIT_WAIT if self._held_near_limit(sent_at) else 2.0
