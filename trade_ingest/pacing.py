@@ -1161,9 +1161,10 @@ class Pacer:
     ) -> PacingEvent | None:
         """A 429 while the learned window paced the batch: the last probe went too far;
         or a burst was refused at its first request (``scout_refused``: the window
-        has not turned yet), and its turn is sought (``_found_turn``); or a burst was
-        not taken again (a fixed window turned inside it): its rate is kept, at an
-        even pace; or even pacing was too fast: LEARNED_CUT slower."""
+        has not turned yet): back to the ceiling when a shorter window was kept to,
+        else its turn is sought (``_found_turn``); or a burst was not taken again
+        (a fixed window turned inside it): its rate is kept, at an even pace; or
+        even pacing was too fast: LEARNED_CUT slower."""
         assert self.limit is not None  # noqa: S101
         assert self.window is not None  # noqa: S101
         self._learned_quiet_since = now
@@ -1238,9 +1239,10 @@ class Pacer:
         return None
 
     def _found_turn(self, now: float, opened: float, pin: float | None) -> PacingEvent:
-        """The first request through after a burst's refusals (``_relearn_window``): the
-        window turns (a fixed one), later than held; it is the time since the last
-        burst opened, or since the refusal before that opening (``pin``), if any."""
+        """The first request through after a burst's refusals even at the ceiling
+        (``_relearn_window``): the window turns (a fixed one), later than that; it
+        is the time since the last burst opened, or since the refusal before that
+        opening (``pin``), if any."""
         assert self._seek_from is not None  # noqa: S101
         self.window = self._probe_period = opened - (self._seek_from if pin is None else pin)
         self._window_ceiling = self.window
