@@ -561,6 +561,13 @@ class Pacer:
         self._scout_at = scout if scout is None else slot
         return slot
 
+    def _take_paced_slots(self, now: float) -> list[float]:
+        """The slots the rate handed out that workers still hold (they send then, without
+        asking again), for the send log that starts now; the rate keeps none after."""
+        held = [slot for slot in self._paced_slots if slot > now]
+        self._paced_slots.clear()
+        return held
+
     def cancel(self, slot: float) -> None:
         """A reserved slot that was not used (a pause came first, or the trade gave up)."""
         if slot == self._scout_at:
@@ -751,11 +758,8 @@ class Pacer:
             # that guess, not for the policy now known.
             self.logging = True
             self.probe_factor = 1.0
-            self._log = [math.nextafter(now, math.inf)] * self.in_flight
-            # Workers holding a paced slot not yet reached send then, unlogged.
-            self._log += [slot for slot in self._paced_slots if slot > now]
-            self._log.sort()
-            self._paced_slots.clear()
+            in_flight = [math.nextafter(now, math.inf)] * self.in_flight
+            self._log = sorted([*in_flight, *self._take_paced_slots(now)])
         if modelled and self.logging and span is not None:
             assert self.window is not None  # noqa: S101
             assert self.limit is not None  # noqa: S101
@@ -1150,9 +1154,7 @@ class Pacer:
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
-        # Workers holding a slot the rate handed out send then: it counts too.
-        self._log = sorted([*sends[-limit:], *(slot for slot in self._paced_slots if slot > now)])
-        self._paced_slots.clear()
+        self._log = sorted([*sends[-limit:], *self._take_paced_slots(now)])
         self.logging = True
         self._learned_quiet_since = self._learned_at = now
 
