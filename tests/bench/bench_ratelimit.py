@@ -9,7 +9,9 @@ Each scenario starts the simulated gateway in its own process on 127.0.0.1,
 runs `trade-ingest run` (a subprocess, so its CPU time is its own), then the
 naive baseline against a fresh gateway with the same settings. Printed per
 client: efficiency (ideal time / wall time, ideal = trades / the limit's
-sustained rate), trades/s, the share of requests answered 429 (overall, and
+sustained rate), the best efficiency any client could reach (``best``: see
+``earliest.py``; a fixed window's first turn or a bucket's burst can put it
+above 1), trades/s, the share of requests answered 429 (overall, and
 for trade-ingest after its first discovery of the rate), trades lost or
 duplicated (must be 0), failures, CPU seconds. Nothing leaves loopback.
 """
@@ -30,9 +32,12 @@ from typing import Any
 
 import httpx
 
+from tests.bench.earliest import earliest_busy
 from trade_ingest.simulator import GatewayConfig
 
 PYTHON = sys.executable
+SEED = 11
+CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class Scenario:
 
     def simulate_args(self) -> list[str]:
         """The same gateway as ``trade-ingest simulate`` flags, field by field."""
-        args = ["--seed", "11"]
+        args = ["--seed", str(SEED)]
         for spec in fields(GatewayConfig):
             value = getattr(self.gateway, spec.name)
             if spec.name in ("host", "port", "seed") or value is None:
@@ -200,7 +205,7 @@ def run_ours(scenario: Scenario, ids: list[str], work: Path, timeout: float) -> 
         argv = [
             PYTHON, "-m", "trade_ingest", "run", str(ids_path), "--base-url", gateway.base_url,
             "-o", str(out), "--failures", str(failed), "--audit-log", str(audit), "-q",
-            "-c", "8", "--max-attempts", "10", *scenario.run_args,
+            "-c", str(CONCURRENCY), "--max-attempts", "10", *scenario.run_args,
         ]  # fmt: skip
         wall, cpu, timed_out = _run_timed(argv, timeout)
         server = gateway.stats()
@@ -216,7 +221,7 @@ def run_naive(scenario: Scenario, ids: list[str], work: Path, timeout: float) ->
     gateway = Gateway(scenario)
     try:
         argv = [PYTHON, "-m", "tests.bench.naive_client", gateway.base_url, str(ids_path),
-                str(out), str(failed), "8"]  # fmt: skip
+                str(out), str(failed), str(CONCURRENCY)]  # fmt: skip
         wall, cpu, timed_out = _run_timed(argv, timeout)
         server = gateway.stats()
     finally:
@@ -225,18 +230,24 @@ def run_naive(scenario: Scenario, ids: list[str], work: Path, timeout: float) ->
     return Outcome(wall, cpu, results, failures, lost, duplicated, server, timed_out)
 
 
-def _row(name: str, who: str, scenario: Scenario, trades: int, o: Outcome) -> str:
+def _efficiency(scenario: Scenario, trades: int, o: Outcome) -> float:
     # The gateway's view: from the batch's first request to its last answer,
     # so interpreter start-up is not charged to the pacing.
-    ideal = trades / scenario.rate
-    busy = _busy(o)
-    efficiency = ideal / busy if o.results == trades else o.results / scenario.rate / busy
+    return min(o.results, trades) / scenario.rate / _busy(o)
+
+
+def _best(scenario: Scenario, trades: int) -> float:
+    return trades / scenario.rate / earliest_busy(scenario.gateway, trades, CONCURRENCY, SEED)
+
+
+def _row(name: str, who: str, scenario: Scenario, trades: int, o: Outcome, best: str) -> str:
+    efficiency = _efficiency(scenario, trades, o)
     requests = o.server["requests"] or 1
     share_429 = o.server["by_status"].get("429", 0) / requests
     after = "" if o.after_discovery_429 is None else f"{o.after_discovery_429:6.1%}"
     flag = " TIMEOUT" if o.timed_out else ""
     return (
-        f"{name:<38} {who:<6} {efficiency:5.2f} {o.results / o.wall:7.2f} {scenario.rate:6.1f} "
+        f"{name:<38} {who:<6} {efficiency:5.2f} {best:>5} {o.results / o.wall:7.2f} {scenario.rate:6.1f} "
         f"{share_429:6.1%} {after:>7} {o.lost:>4} {o.duplicated:>4} {o.failures:>5} "
         f"{o.server.get('during_retry_after', 0):>5} {o.cpu:6.2f} {o.wall:7.1f}{flag}"
     )
@@ -258,18 +269,21 @@ def main() -> None:
         scenarios = [s for s in scenarios if s.name.endswith("ra-seconds") or "penalty" in s.name]
     ids = [f"EEX-2026-{n:06d}" for n in range(trades)]
     header = (
-        f"{'scenario':<38} {'client':<6} {'eff':>5} {'tr/s':>7} {'limit':>6} {'429':>6} "
+        f"{'scenario':<38} {'client':<6} {'eff':>5} {'best':>5} {'tr/s':>7} {'limit':>6} {'429':>6} "
         f"{'429*':>7} {'lost':>4} {'dup':>4} {'fail':>5} {'inRA':>5} {'cpu_s':>6} {'wall_s':>7}"
     )
     print(f"{trades} trades a scenario; eff = (trades / limit rate) / time the gateway was busy "
           "(first request to last answer); "
           "429* = share answered 429 after trade-ingest learned the rate; "
-          "inRA = requests the gateway received while its Retry-After was in force")  # fmt: skip
+          "inRA = requests the gateway received while its Retry-After was in force; "
+          "best = eff of a client sending each request the moment the gateway would admit it "
+          "(its own limiter and seeded latencies, faults left out; see tests/bench/earliest.py)")  # fmt: skip
     print(header)
     print("-" * len(header))
     ratios = []
     for scenario in scenarios:
-        runs: list[tuple[float, float, int, int]] = []
+        best = _best(scenario, trades)
+        runs: list[tuple[float, float, int, int, float, float]] = []
         for round_number in range(args.repeat):
             name = scenario.name if args.repeat == 1 else f"{scenario.name} #{round_number + 1}"
             with tempfile.TemporaryDirectory(prefix="ti-bench-") as tmp:
@@ -277,25 +291,31 @@ def main() -> None:
                 (work / "ids").write_text("\n".join(ids) + "\n")
                 timeout = max(60.0, 8 * trades / scenario.rate)
                 ours = run_ours(scenario, ids, work, timeout)
-                print(_row(name, "ours", scenario, trades, ours), flush=True)
+                print(_row(name, "ours", scenario, trades, ours, f"{best:5.2f}"), flush=True)
                 if args.no_naive:
                     continue
                 naive = run_naive(scenario, ids, work, timeout)
-                print(_row("", "naive", scenario, trades, naive), flush=True)
+                print(_row("", "naive", scenario, trades, naive, ""), flush=True)
                 busy = _busy(naive) / _busy(ours)
-                runs.append((naive.wall / ours.wall, busy, ours.results, naive.results))
+                ours_share, naive_share = (_efficiency(scenario, trades, o) / best
+                                           for o in (ours, naive))  # fmt: skip
+                runs.append((naive.wall / ours.wall, busy, ours.results, naive.results,
+                             ours_share, naive_share))  # fmt: skip
         if runs:
-            wall = statistics.median(r[0] for r in runs)
-            busy = statistics.median(r[1] for r in runs)
+            wall, busy, ours_share, naive_share = (
+                statistics.median(r[column] for r in runs) for column in (0, 1, 4, 5)
+            )
             done = (min(r[2] for r in runs), min(r[3] for r in runs))
-            ratios.append((scenario.name, wall, busy, *done))
+            ratios.append((scenario.name, wall, busy, ours_share, naive_share, *done))
     if ratios:
         print()
         print("speed-up of trade-ingest over the naive recipe (medians): wall = naive wall / ours "
-              "wall, start-up included; gateway = the same for the time the gateway was busy")  # fmt: skip
-        for name, wall, busy, ours_done, naive_done in ratios:
+              "wall, start-up included; gateway = the same for the time the gateway was busy; "
+              "of best = each client's eff / best (1.00: no client could have finished sooner)")  # fmt: skip
+        for name, wall, busy, ours_share, naive_share, ours_done, naive_done in ratios:
             print(
-                f"  {name:<38} wall x{wall:5.2f}  gateway x{busy:5.2f}   "
+                f"  {name:<38} wall x{wall:5.2f}  gateway x{busy:5.2f}   of best: ours "
+                f"{ours_share:4.2f}, naive {naive_share:4.2f}   "
                 f"trades done: ours {ours_done}, naive {naive_done}"
             )
 
