@@ -284,6 +284,27 @@ async def test_long_retry_after_defers_the_trade_and_the_batch() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_paced_slot_over_max_wait_defers_the_trade_without_sending() -> None:
+    """--rate-limit 1/hour, max_wait 60 s: the first trade goes; the next one's slot is an
+    hour away (not handed out yet: past the horizon), so it is deferred at once."""
+    settings = Settings(
+        base_url=BASE, max_wait=60.0, rate_limit="1/hour", http_transport="httpcore"
+    )
+    h = Harness(settings)
+    start = h.clock.monotonic()
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get(url__regex=r".*").mock(return_value=httpx.Response(200, json=TRADE))
+        async with h.client:
+            first = await h.fetcher.fetch("T1")
+            second = await h.fetcher.fetch("T2")
+    assert isinstance(first, Fetched)
+    assert isinstance(second, Failed) and second.reason == "deferred"
+    assert "over max_wait 60s" in second.error
+    assert route.call_count == 1
+    assert h.clock.monotonic() - start < 1.0
+
+
+@pytest.mark.anyio
 async def test_garbage_retry_after_falls_back_to_backoff_and_is_logged() -> None:
     """An unreadable Retry-After means no hint: backoff, and the audit log says so."""
     h = Harness(SETTINGS)

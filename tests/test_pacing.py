@@ -85,6 +85,7 @@ from trade_ingest.pacing import (  # noqa: E402
     REFUSAL_DOUBLING,
     REFUSAL_STEP,
     SEEK_STEP,
+    SLOT_HORIZON,
     SLOT_PAUSE_CUSHION,
     SLOT_RECHECK,
     SLOW_START,
@@ -131,9 +132,47 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 
 def slots(pacer: Pacer, now: float, count: int) -> list[float]:
-    taken = [pacer.reserve(now) for _ in range(count)]
-    assert all(slot is not None for slot in taken)
-    return [float(slot) for slot in taken if slot is not None]
+    """``count`` slots, taken by workers asking at ``now``, or again when told to (a slot
+    beyond the horizon is handed out nearer its time: SLOT_HORIZON)."""
+    taken = []
+    for _ in range(count):
+        slot = pacer.reserve(now)
+        for _ in range(10_000):
+            if slot is not None:
+                break
+            now += pacer.poll_delay(now)
+            slot = pacer.reserve(now)
+        assert slot is not None
+        taken.append(slot)
+    return taken
+
+
+def test_a_rate_raised_while_workers_wait_spaces_their_next_slots() -> None:
+    """Slots are handed out at most SLOT_HORIZON ahead: workers told to wait, then the
+    rate rises, are spaced by the new rate. Reserved ahead at 1/s, three more would
+    send a second apart, and their answers would seem to bear out any rate."""
+    pacer = Pacer()
+    pacer.learned_rate = 1.0
+    assert slots(pacer, 0.0, 1) == [0.0]
+    assert [pacer.reserve(0.0) for _ in range(3)] == [None, None, None]
+    assert pacer.poll_delay(0.0) == pytest.approx(1.0 - SLOT_HORIZON)
+    pacer.learned_rate = 10.0
+    assert slots(pacer, 0.0, 3) == [pytest.approx(n / 10.0) for n in (1, 2, 3)]
+
+
+def test_a_window_log_fuller_than_its_quota_hands_slots_out_when_one_is_due() -> None:
+    """One request per stated 2 s, three workers: the second's slot is a span after the
+    first; the third is told to ask again when the second's comes, and gets the span
+    after it then (by the window in force then)."""
+    pacer = Pacer()
+    pacer.on_quota(0.0, Quota(limit=1, remaining=1, reset=2.0, window=2.0))
+    span = 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    assert pacer.reserve(0.0) == 0.0
+    second = pacer.reserve(0.0)
+    assert second == pytest.approx(span)
+    assert pacer.reserve(0.5) is None
+    assert pacer.poll_delay(0.5) == pytest.approx(second - 0.5)
+    assert pacer.reserve(second) == pytest.approx(second + span)
 
 
 def test_configured_rate_spaces_every_request() -> None:
@@ -506,7 +545,9 @@ def _one_worker(
             now = paused_until
             pacer.on_resume(now)
         slot = pacer.reserve(now)
-        assert slot is not None  # one worker: its previous answer is always in
+        while slot is None:  # its previous answer is in: a slot beyond the horizon
+            now += pacer.poll_delay(now)
+            slot = pacer.reserve(now)
         now = max(now, slot)
         admission = gateway.admit(now + latency / 2)
         answered = now + latency
@@ -962,15 +1003,18 @@ def test_slots_paced_before_the_send_log_starts_still_count_in_it() -> None:
     pacer = Pacer()
     pacer.reserve(0.0)
     pacer.on_quota(0.01, Quota(limit=4, remaining=0, reset=3.0, reset_error=1.0), 0.0)
-    paced = slots(pacer, 0.02, 4)
-    assert paced[0] == 0.02
-    assert all(later > 0.02 for later in paced[1:])
+    assert pacer.reserve(0.02) is None  # seconds after the last send: handed out near then
+    asks_again = 0.02 + pacer.poll_delay(0.02)
+    held = pacer.reserve(asks_again)
+    assert held is not None
+    assert asks_again < held <= asks_again + SLOT_HORIZON
     pacer.in_flight = 1
-    pacer.on_quota(0.04, Quota(limit=4, remaining=2, reset=2.0), sent_at=0.02)
+    pacer.on_quota(asks_again, Quota(limit=4, remaining=2, reset=2.0), sent_at=0.0)
     assert pacer.logging
-    # Two counted by the gateway, the one in flight and three still due: no room
+    # Two counted by the gateway, the one in flight and the one still due: no room
     # until the oldest of the log ages out.
-    assert pacer.reserve(0.04) == pytest.approx(0.04 + 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    span = 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    assert pacer.reserve(asks_again) == pytest.approx(asks_again + span)
 
 
 def test_a_late_answer_is_matched_against_the_window_its_request_met() -> None:
@@ -1270,8 +1314,9 @@ def test_slots_the_rate_handed_out_count_in_the_window_learned() -> None:
     _lump(pacer, 2.16, 40)
     pacer.learned_rate, pacer.ceiling = 20.0, 20.0  # as AIMD had learned meanwhile
     pacer.on_resume(4.32)
-    sent, *held = slots(pacer, 4.32, 4)  # one sends now, three wait for theirs
-    assert held == [pytest.approx(4.32 + n / 20.0) for n in (1, 2, 3)]
+    sent, *held = slots(pacer, 4.32, 3)  # one sends now, two wait for theirs
+    assert held == [pytest.approx(4.32 + n / 20.0) for n in (1, 2)]
+    assert pacer.reserve(4.32) is None  # the next is beyond the horizon
     event = pacer.on_success(4.33, sent_at=sent)
     assert event is not None
     assert event.fields["limit"] == 40

@@ -387,6 +387,8 @@ class TradeFetcher:
                 wait = pacer.poll_delay(now)
                 if self.past_deadline(now + wait):
                     return self._deadline_give_up(trade_id, attempt)
+                if wait > self._policy.max_wait:
+                    return self._rate_give_up(trade_id, attempt, wait)
                 await clock.sleep(wait)
                 continue
             if slot <= now:
@@ -396,15 +398,18 @@ class TradeFetcher:
                 return self._deadline_give_up(trade_id, attempt)
             if slot - now > self._policy.max_wait:
                 pacer.cancel(slot)
-                detail = (
-                    f"the gateway's rate allows the next request in {slot - now:.0f}s, over "
-                    f"max_wait {self._policy.max_wait:g}s; run again later"
-                )
-                return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
+                return self._rate_give_up(trade_id, attempt, slot - now)
             slot = await self._sleep_to(slot, now)
             if gate.wait_needed(clock.monotonic()) <= 0:
                 return slot
             pacer.cancel(slot)
+
+    def _rate_give_up(self, trade_id: str, attempt: int, wait: float) -> Failed:
+        detail = (
+            f"the gateway's rate allows the next request in {wait:.0f}s, over "
+            f"max_wait {self._policy.max_wait:g}s; run again later"
+        )
+        return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
 
     async def _sleep_to(self, slot: float, now: float) -> float:
         """Sleep towards ``slot``, taking a sooner one if it opens; returns the slot reached,

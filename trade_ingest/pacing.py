@@ -156,6 +156,12 @@ BISECT_COST_SHARE = 0.01
 FIRST_RESPONSE_POLL = 0.005
 # A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
 SLOT_RECHECK = 0.1
+# Slots are handed out at most this far ahead (or one slot, or one span of the send
+# log, if longer); a worker that would get a later one is told to ask again then.
+# Reserved ahead, each worker's slot would keep the spacing of the rate it was given:
+# a rate raised or a window tried shorter would only be met after one slot for each
+# worker, while the answers in between, at the old spacing, seemed to bear it out.
+SLOT_HORIZON = 0.1
 # Changes smaller than this are not worth an audit event.
 REPORTABLE_CHANGE = 0.10
 # When the quota policy is known (q requests per w seconds), sends are kept
@@ -323,8 +329,11 @@ class Pacer:
         self.throttle_streak = 0
         # Whether the run of 429s now going began with a pause ``throttle_pause`` cut.
         self._slot_paused = False
-        self._next_slot = -math.inf
+        # The last send slot the rate handed out (or a send it let go at once).
+        self._last_slot = -math.inf
         self._pacer_bound = False
+        # When a worker told "not yet" because its slot is beyond SLOT_HORIZON asks again.
+        self._recheck_at: float | None = None
         # Requests the last quota report still allowed beyond those in flight:
         # spent at once, since a window's unused quota is lost when it turns.
         self.credit = 0
@@ -452,8 +461,10 @@ class Pacer:
 
         None means "not yet": nothing is known of the limit, and as many
         requests are in flight as the answers so far allow (one before the
-        first, see ``_release_cap``); ask again after ``FIRST_RESPONSE_POLL``.
+        first, see ``_release_cap``); or the slot would be beyond the horizon
+        (SLOT_HORIZON). Ask again after ``poll_delay``.
         """
+        self._recheck_at = None
         if self.configured is None and self.logging:
             span = self.window_span()
             if span is not None and self.limit:
@@ -461,6 +472,7 @@ class Pacer:
         if self.credit > 0 and self.configured is None:
             self.credit -= 1
             self._sent_in_period += 1
+            self._last_slot = now
             return now
         rate = self.rate
         if rate is None:
@@ -470,10 +482,16 @@ class Pacer:
                 self._first_sent = True
             elif self.in_flight >= (1 if self._alone else self._release_cap):
                 return None
+            self._last_slot = now
             return now
-        slot = max(now, self._next_slot)
+        # Spaced by the rate now in force from the last slot, wherever that came from.
+        step = 1.0 / rate
+        slot = max(now, self._last_slot + step)
         self._pacer_bound = slot > now
-        self._next_slot = slot + 1.0 / rate
+        if slot - now > SLOT_HORIZON:
+            self._recheck_at = slot - SLOT_HORIZON
+            return None
+        self._last_slot = slot
         if slot > now and self.configured is None:  # a configured rate never starts the log
             paced = self._paced_slots
             while paced and paced[0] <= now:
@@ -531,8 +549,8 @@ class Pacer:
 
     def poll_delay(self, now: float) -> float:
         """How long a worker told "not yet" by ``reserve`` waits before asking again."""
-        scout = self._scout_at
-        return max(FIRST_RESPONSE_POLL, scout - now) if scout is not None else FIRST_RESPONSE_POLL
+        due = self._scout_at if self._recheck_at is None else self._recheck_at
+        return max(FIRST_RESPONSE_POLL, due - now) if due is not None else FIRST_RESPONSE_POLL
 
     def sooner(self, now: float, held: float) -> float | None:
         """A slot sooner than ``held`` (the worker's logged one, given back for it), or None.
@@ -586,6 +604,13 @@ class Pacer:
                 return None  # the burst waits for its first request's answer
             self._scout_at = None
         slot = self.next_window_slot(now, limit, span)
+        ahead = max(span, SLOT_HORIZON)
+        if slot - now > ahead * (1.0 + 1e-9) and slot != self._probe_taken:
+            # The quota's whole span is taken by slots reserved already (more workers
+            # than the quota): this one is given out once the first of those is due.
+            self._pacer_bound = True
+            self._recheck_at = slot - ahead
+            return None
         if scouting and slot - self._last_through >= span / 2:
             self._scout_at = slot  # opens a burst
         if self._probe_at is not None and slot >= self._probe_at:
