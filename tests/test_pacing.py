@@ -615,6 +615,33 @@ def test_others_usage_reported_by_the_gateway_is_logged() -> None:
     assert taken[2] == pytest.approx(0.02 + WINDOW_SPAN)
 
 
+@pytest.mark.parametrize(
+    ("limit", "before", "after", "seconds", "lumpy"),
+    [
+        (10, 1, 3, 0.1, False),  # a bucket at 20/s: two back in a tenth of a second
+        (10, 0, 8, 0.4, False),  # the same after a pause of 0.4 s
+        (10, 0, 6, 0.1, True),  # more than twice limit / window could bring back
+        (20, 0, 19, 1.5, True),  # most of the quota at once, however long since: a window's
+    ],
+)
+def test_quota_back_faster_than_a_bucket_refills_is_a_lump(
+    limit: int, before: int, after: int, seconds: float, lumpy: bool
+) -> None:
+    """Without a stated window (a reset of a second, as a sub-second refill rounds up to),
+    quota back between two reports marks a fixed window only when a bucket refilling at up
+    to twice limit / window could not have given it back meanwhile, or when most of the
+    quota is back at once. Taken for a window, a bucket's spent quota would pause the batch
+    until its reset, a whole second, instead of a slot."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=limit, remaining=before, reset=1.0), sent_at=0.0)
+    pacer.on_quota(0.01 + seconds, Quota(limit=limit, remaining=after, reset=1.0), sent_at=seconds)
+    assert pacer.lumpy is lumpy
+    _, pause = pacer.on_quota(0.02 + seconds, Quota(limit=limit, remaining=0, reset=1.0), seconds)
+    assert pause is not None
+    assert pause == 1.0 if lumpy else pause < 0.2  # a slot at the rate
+
+
 def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
     """Quota forgotten while young marks a fixed window; spent, it pauses until the reset
     (when that comes before the log frees a slot) and then the whole quota is free at once."""

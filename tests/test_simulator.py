@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import socket
 from email.utils import formatdate
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.bench.earliest import earliest_busy
 from trade_ingest.policy import parse_http_date
 from trade_ingest.simulator import (
     FixedWindowLimiter,
@@ -296,3 +298,31 @@ def test_bad_requests_are_answered_not_crashed_on() -> None:
             assert client.get("/trades/a/b").status_code == 404
             assert client.get("/trades/T1").status_code == 200
     assert gateway.stats.per_trade == {"T1": 1}
+
+
+# --- the benchmark's yardstick: the earliest a batch can finish ----------------------
+
+
+@pytest.mark.parametrize(
+    ("limiter", "extra", "busy"),
+    [
+        # 40 at once, 40 at each turn: the first half a window in, the fourth 3 windows later.
+        ("fixed", {"window_phase": 0.5}, 7.0),
+        # 40 at once, then 40 each time the first of the last 40 ages out.
+        ("sliding", {}, 8.0),
+        # The burst at once, then the refill: 190 at 20/s.
+        ("token", {"rate_limit": 20, "window": 1.0, "burst": 10}, 9.5),
+    ],
+)
+def test_the_earliest_finish_is_the_limiters_own(
+    limiter: str, extra: dict[str, Any], busy: float
+) -> None:
+    """200 requests, no latency: what the limiter admits soonest, as worked out by hand."""
+    config = GatewayConfig(**({"limiter": limiter, "rate_limit": 40, "window": 2.0} | extra))
+    assert earliest_busy(config, 200, 8, seed=11) == pytest.approx(busy, abs=1e-6)
+
+
+def test_the_earliest_finish_waits_for_a_free_worker() -> None:
+    """A limit that never binds: two workers, each answer a second: four requests take 2 s."""
+    config = GatewayConfig(rate_limit=1000, window=1.0, latency_ms=1000.0)
+    assert earliest_busy(config, 4, 2, seed=0) == pytest.approx(2.0)

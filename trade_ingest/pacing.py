@@ -156,8 +156,8 @@ BISECT_COST_SHARE = 0.01
 FIRST_RESPONSE_POLL = 0.005
 # A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
 SLOT_RECHECK = 0.1
-# Slots are handed out at most this far ahead (or one slot, or one span of the send
-# log, if longer); a worker that would get a later one is told to ask again then.
+# Slots are handed out at most this far ahead (the send log's: one span); a worker
+# that would get a later one is told to ask again then.
 # Reserved ahead, each worker's slot would keep the spacing of the rate it was given:
 # a rate raised or a window tried shorter would only be met after one slot for each
 # worker, while the answers in between, at the old spacing, seemed to bear it out.
@@ -341,6 +341,7 @@ class Pacer:
         # token at a time: then a spent quota means waiting for the reset.
         self.lumpy = False
         self._last_remaining: int | None = None
+        self._last_remaining_at = -math.inf
         self._last_429: float | None = None
         self._last_pause_end: float | None = None
         self._successes_since_429 = 0
@@ -801,13 +802,21 @@ class Pacer:
                     {"kind": "fixed", "limit": quota.limit, "window_s": self.window},
                 )
             return event, pause
-        if quota.remaining is not None and fresh:
-            previous = self._last_remaining
-            if previous is not None and quota.remaining > previous + self.in_flight + 1:
-                self.lumpy = True
-            self._last_remaining = quota.remaining
-            self.credit = max(0, quota.remaining - self.in_flight - 1)
         window = quota.window or self.window_estimate
+        if quota.remaining is not None and fresh:
+            previous, since = self._last_remaining, self._last_remaining_at
+            # More back than the requests in flight and one more: a lump, unless a bucket
+            # refilling at up to twice limit / window (its reset rounds up) gave it back
+            # since the last report; but most of the quota back at once is a lump, however
+            # long since (a window's, after a pause).
+            trickle = 0.0
+            if quota.limit and window:
+                refill = 2.0 * quota.limit / window * (now - since)
+                trickle = min(refill, (1.0 - LUMP_SHARE) * quota.limit)
+            if previous is not None and quota.remaining > previous + self.in_flight + 1 + trickle:
+                self.lumpy = True
+            self._last_remaining, self._last_remaining_at = quota.remaining, now
+            self.credit = max(0, quota.remaining - self.in_flight - 1)
         rate: float | None = None
         if quota.limit and window:
             rate = quota.limit / window * HEADER_MARGIN
