@@ -305,6 +305,48 @@ async def test_a_paced_slot_over_max_wait_defers_the_trade_without_sending() -> 
 
 
 @pytest.mark.anyio
+async def test_a_send_log_full_for_a_span_past_max_wait_defers_at_once() -> None:
+    """Two requests per stated 100 s, both taken, and a third slot held a span out by
+    another worker: T1's slot would be two spans away, past max_wait 60 s. It is deferred
+    at once, not after waiting for the held slot to come within the horizon."""
+    settings = Settings(base_url=BASE, max_wait=60.0, http_transport="httpcore")
+    h = Harness(settings)
+    pacer = h.fetcher.pacer
+    start = h.clock.monotonic()
+    pacer.on_quota(start, Quota(limit=2, remaining=2, reset=100.0, window=100.0))
+    held = [pacer.reserve(start) for _ in range(4)]  # other workers': two now, two a span out
+    assert held[:2] == [start, start] and all(slot is not None for slot in held)
+    with respx.mock(base_url=BASE, assert_all_called=False) as mock:
+        route = mock.get(url__regex=r".*").mock(return_value=httpx.Response(200, json=TRADE))
+        async with h.client:
+            result = await h.fetcher.fetch("T1")
+    assert isinstance(result, Failed) and result.reason == "deferred"
+    assert "next request in 202s, over max_wait 60s" in result.error
+    assert route.call_count == 0
+    assert h.clock.monotonic() == start
+
+
+@pytest.mark.anyio
+async def test_with_max_wait_zero_a_worker_waits_for_the_first_answer() -> None:
+    """max_wait 0: a worker told to ask again while the first request is unanswered (only
+    one goes before the gateway has said anything) waits for it; it is no wait for a slot."""
+    clock = AnsweringGateway()
+    settings = Settings(base_url=BASE, max_wait=0.0, http_transport="httpcore")
+    h = Harness(settings, clock=clock)
+    pacer = h.fetcher.pacer
+    assert pacer.reserve(clock.monotonic()) is not None  # another worker's first request
+
+    async def answered() -> None:
+        pacer.on_response()
+
+    clock.others = [answered]
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/trades/T1").mock(return_value=httpx.Response(200, json=TRADE))
+        async with h.client:
+            assert isinstance(await h.fetcher.fetch("T1"), Fetched)
+
+
+@pytest.mark.anyio
 async def test_garbage_retry_after_falls_back_to_backoff_and_is_logged() -> None:
     """An unreadable Retry-After means no hint: backoff, and the audit log says so."""
     h = Harness(SETTINGS)

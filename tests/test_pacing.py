@@ -131,6 +131,13 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
+def _asked_again(pacer: Pacer, now: float) -> float:
+    """When a worker told "not yet" asks again: after ``poll_delay``; with nothing else
+    happening meanwhile, the polls before its slot comes within the horizon change nothing."""
+    due = pacer.pending_slot
+    return max(now + pacer.poll_delay(now), now if due is None else due - SLOT_HORIZON)
+
+
 def slots(pacer: Pacer, now: float, count: int) -> list[float]:
     """``count`` slots, taken by workers asking at ``now``, or again when told to (a slot
     beyond the horizon is handed out nearer its time: SLOT_HORIZON)."""
@@ -140,7 +147,7 @@ def slots(pacer: Pacer, now: float, count: int) -> list[float]:
         for _ in range(10_000):
             if slot is not None:
                 break
-            now += pacer.poll_delay(now)
+            now = _asked_again(pacer, now)
             slot = pacer.reserve(now)
         assert slot is not None
         taken.append(slot)
@@ -148,16 +155,19 @@ def slots(pacer: Pacer, now: float, count: int) -> list[float]:
 
 
 def test_a_rate_raised_while_workers_wait_spaces_their_next_slots() -> None:
-    """Slots are handed out at most SLOT_HORIZON ahead: workers told to wait, then the
-    rate rises, are spaced by the new rate. Reserved ahead at 1/s, three more would
-    send a second apart, and their answers would seem to bear out any rate."""
+    """Slots are handed out at most SLOT_HORIZON ahead: workers told to wait ask again
+    within SLOT_RECHECK, and if the rate rose meanwhile, they are spaced by the new rate.
+    Reserved ahead at 1/s, three more would send a second apart, and their answers would
+    seem to bear out any rate."""
     pacer = Pacer()
     pacer.learned_rate = 1.0
     assert slots(pacer, 0.0, 1) == [0.0]
     assert [pacer.reserve(0.0) for _ in range(3)] == [None, None, None]
-    assert pacer.poll_delay(0.0) == pytest.approx(1.0 - SLOT_HORIZON)
+    assert pacer.pending_slot == pytest.approx(1.0)
+    asks_again = pacer.poll_delay(0.0)
+    assert asks_again == pytest.approx(SLOT_RECHECK)
     pacer.learned_rate = 10.0
-    assert slots(pacer, 0.0, 3) == [pytest.approx(n / 10.0) for n in (1, 2, 3)]
+    assert slots(pacer, asks_again, 3) == [pytest.approx(n / 10.0) for n in (1, 2, 3)]
 
 
 def test_a_window_log_fuller_than_its_quota_hands_slots_out_when_one_is_due() -> None:
@@ -171,7 +181,10 @@ def test_a_window_log_fuller_than_its_quota_hands_slots_out_when_one_is_due() ->
     second = pacer.reserve(0.0)
     assert second == pytest.approx(span)
     assert pacer.reserve(0.5) is None
-    assert pacer.poll_delay(0.5) == pytest.approx(second - 0.5)
+    assert pacer.pending_slot == pytest.approx(second + span)
+    assert pacer.poll_delay(0.5) == pytest.approx(SLOT_RECHECK)
+    assert pacer.reserve(1.0) is None
+    assert pacer.poll_delay(second - 0.05) == pytest.approx(0.05)
     assert pacer.reserve(second) == pytest.approx(second + span)
 
 
@@ -545,9 +558,12 @@ def _one_worker(
             now = paused_until
             pacer.on_resume(now)
         slot = pacer.reserve(now)
-        while slot is None:  # its previous answer is in: a slot beyond the horizon
-            now += pacer.poll_delay(now)
+        for _ in range(10_000):  # its previous answer is in: a slot beyond the horizon
+            if slot is not None:
+                break
+            now = _asked_again(pacer, now)
             slot = pacer.reserve(now)
+        assert slot is not None
         now = max(now, slot)
         admission = gateway.admit(now + latency / 2)
         answered = now + latency
@@ -620,18 +636,18 @@ def test_others_usage_reported_by_the_gateway_is_logged() -> None:
     [
         (10, 1, 3, 0.1, False),  # a bucket at 20/s: two back in a tenth of a second
         (10, 0, 8, 0.4, False),  # the same after a pause of 0.4 s
-        (10, 0, 6, 0.1, True),  # more than twice limit / window could bring back
-        (20, 0, 19, 1.5, True),  # most of the quota at once, however long since: a window's
+        (10, 0, 9, 0.1, True),  # most of the quota back at once: a window's turn
+        (20, 0, 19, 1.5, True),  # the same after a pause (a full bucket would look so too)
     ],
 )
-def test_quota_back_faster_than_a_bucket_refills_is_a_lump(
+def test_most_of_the_quota_back_at_once_is_a_lump(
     limit: int, before: int, after: int, seconds: float, lumpy: bool
 ) -> None:
-    """Without a stated window (a reset of a second, as a sub-second refill rounds up to),
-    quota back between two reports marks a fixed window only when a bucket refilling at up
-    to twice limit / window could not have given it back meanwhile, or when most of the
-    quota is back at once. Taken for a window, a bucket's spent quota would pause the batch
-    until its reset, a whole second, instead of a slot."""
+    """Without a stated window (a reset of a second, which a sub-second refill rounds up
+    to, so the refill's pace is unknown), quota back between two reports marks a fixed
+    window only when most of it is back at once. Taken for a window, a bucket's spent
+    quota pauses the batch until its reset, a whole second, instead of a slot; a sliding
+    window taken for a bucket costs a 429 and its Retry-After each time it turns."""
     pacer = Pacer()
     pacer.reserve(0.0)
     pacer.on_quota(0.01, Quota(limit=limit, remaining=before, reset=1.0), sent_at=0.0)
@@ -1031,7 +1047,8 @@ def test_slots_paced_before_the_send_log_starts_still_count_in_it() -> None:
     pacer.reserve(0.0)
     pacer.on_quota(0.01, Quota(limit=4, remaining=0, reset=3.0, reset_error=1.0), 0.0)
     assert pacer.reserve(0.02) is None  # seconds after the last send: handed out near then
-    asks_again = 0.02 + pacer.poll_delay(0.02)
+    assert pacer.pending_slot is not None
+    asks_again = pacer.pending_slot - SLOT_HORIZON
     held = pacer.reserve(asks_again)
     assert held is not None
     assert asks_again < held <= asks_again + SLOT_HORIZON

@@ -384,11 +384,14 @@ class TradeFetcher:
                 continue
             slot = pacer.reserve(now)
             if slot is None:
+                # Told to ask again; when a slot is due later (``pending_slot``), that
+                # slot is the wait the deadline and max_wait are held to.
                 wait = pacer.poll_delay(now)
-                if self.past_deadline(now + wait):
+                due = pacer.pending_slot
+                if self.past_deadline(now + wait if due is None else due):
                     return self._deadline_give_up(trade_id, attempt)
-                if wait > self._policy.max_wait:
-                    return self._rate_give_up(trade_id, attempt, wait)
+                if due is not None and due - now > self._policy.max_wait:
+                    return self._rate_give_up(trade_id, attempt, due - now)
                 await clock.sleep(wait)
                 continue
             if slot <= now:

@@ -157,11 +157,14 @@ FIRST_RESPONSE_POLL = 0.005
 # A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
 SLOT_RECHECK = 0.1
 # Slots are handed out at most this far ahead (the send log's: one span); a worker
-# that would get a later one is told to ask again then.
+# that would get a later one is told to ask again (within SLOT_RECHECK, so a rate
+# raised meanwhile is met).
 # Reserved ahead, each worker's slot would keep the spacing of the rate it was given:
 # a rate raised or a window tried shorter would only be met after one slot for each
 # worker, while the answers in between, at the old spacing, seemed to bear it out.
 SLOT_HORIZON = 0.1
+# Asked again at the time it was told, a worker's slot may be a hair over the horizon.
+HORIZON_TOLERANCE = 1e-6
 # Changes smaller than this are not worth an audit event.
 REPORTABLE_CHANGE = 0.10
 # When the quota policy is known (q requests per w seconds), sends are kept
@@ -332,8 +335,10 @@ class Pacer:
         # The last send slot the rate handed out (or a send it let go at once).
         self._last_slot = -math.inf
         self._pacer_bound = False
-        # When a worker told "not yet" because its slot is beyond SLOT_HORIZON asks again.
+        # When a worker told "not yet" because its slot is beyond SLOT_HORIZON asks again,
+        # and that slot: the wait a deadline or max_wait is held to.
         self._recheck_at: float | None = None
+        self.pending_slot: float | None = None
         # Requests the last quota report still allowed beyond those in flight:
         # spent at once, since a window's unused quota is lost when it turns.
         self.credit = 0
@@ -341,7 +346,6 @@ class Pacer:
         # token at a time: then a spent quota means waiting for the reset.
         self.lumpy = False
         self._last_remaining: int | None = None
-        self._last_remaining_at = -math.inf
         self._last_429: float | None = None
         self._last_pause_end: float | None = None
         self._successes_since_429 = 0
@@ -463,9 +467,10 @@ class Pacer:
         None means "not yet": nothing is known of the limit, and as many
         requests are in flight as the answers so far allow (one before the
         first, see ``_release_cap``); or the slot would be beyond the horizon
-        (SLOT_HORIZON). Ask again after ``poll_delay``.
+        (SLOT_HORIZON; ``pending_slot`` says when it would be). Ask again after
+        ``poll_delay``.
         """
-        self._recheck_at = None
+        self._recheck_at = self.pending_slot = None
         if self.configured is None and self.logging:
             span = self.window_span()
             if span is not None and self.limit:
@@ -489,8 +494,8 @@ class Pacer:
         step = 1.0 / rate
         slot = max(now, self._last_slot + step)
         self._pacer_bound = slot > now
-        if slot - now > SLOT_HORIZON:
-            self._recheck_at = slot - SLOT_HORIZON
+        if slot - now > SLOT_HORIZON + HORIZON_TOLERANCE:
+            self._recheck_at, self.pending_slot = slot - SLOT_HORIZON, slot
             return None
         self._last_slot = slot
         if slot > now and self.configured is None:  # a configured rate never starts the log
@@ -550,8 +555,10 @@ class Pacer:
 
     def poll_delay(self, now: float) -> float:
         """How long a worker told "not yet" by ``reserve`` waits before asking again."""
-        due = self._scout_at if self._recheck_at is None else self._recheck_at
-        return max(FIRST_RESPONSE_POLL, due - now) if due is not None else FIRST_RESPONSE_POLL
+        if self._recheck_at is not None:
+            return max(FIRST_RESPONSE_POLL, min(self._recheck_at - now, SLOT_RECHECK))
+        scout = self._scout_at
+        return max(FIRST_RESPONSE_POLL, scout - now) if scout is not None else FIRST_RESPONSE_POLL
 
     def sooner(self, now: float, held: float) -> float | None:
         """A slot sooner than ``held`` (the worker's logged one, given back for it), or None.
@@ -606,11 +613,11 @@ class Pacer:
             self._scout_at = None
         slot = self.next_window_slot(now, limit, span)
         ahead = max(span, SLOT_HORIZON)
-        if slot - now > ahead * (1.0 + 1e-9) and slot != self._probe_taken:
+        if slot - now > ahead + HORIZON_TOLERANCE and slot != self._probe_taken:
             # The quota's whole span is taken by slots reserved already (more workers
             # than the quota): this one is given out once the first of those is due.
             self._pacer_bound = True
-            self._recheck_at = slot - ahead
+            self._recheck_at, self.pending_slot = slot - ahead, slot
             return None
         if scouting and slot - self._last_through >= span / 2:
             self._scout_at = slot  # opens a burst
@@ -802,21 +809,19 @@ class Pacer:
                     {"kind": "fixed", "limit": quota.limit, "window_s": self.window},
                 )
             return event, pause
-        window = quota.window or self.window_estimate
         if quota.remaining is not None and fresh:
-            previous, since = self._last_remaining, self._last_remaining_at
-            # More back than the requests in flight and one more: a lump, unless a bucket
-            # refilling at up to twice limit / window (its reset rounds up) gave it back
-            # since the last report; but most of the quota back at once is a lump, however
-            # long since (a window's, after a pause).
-            trickle = 0.0
-            if quota.limit and window:
-                refill = 2.0 * quota.limit / window * (now - since)
-                trickle = min(refill, (1.0 - LUMP_SHARE) * quota.limit)
-            if previous is not None and quota.remaining > previous + self.in_flight + 1 + trickle:
+            previous = self._last_remaining
+            # Back between two reports, beyond the requests in flight and one more: with
+            # the quota known, most of it (a window's lump, not a bucket's trickle, whose
+            # pace this path cannot know: a sub-second refill's reset reads as a second).
+            # A bucket refilled to full over a pause looks the same: taken for a window,
+            # its spent quota waits out the reset.
+            lump = (1.0 - LUMP_SHARE) * quota.limit if quota.limit else 0.0
+            if previous is not None and quota.remaining > previous + self.in_flight + 1 + lump:
                 self.lumpy = True
-            self._last_remaining, self._last_remaining_at = quota.remaining, now
+            self._last_remaining = quota.remaining
             self.credit = max(0, quota.remaining - self.in_flight - 1)
+        window = quota.window or self.window_estimate
         rate: float | None = None
         if quota.limit and window:
             rate = quota.limit / window * HEADER_MARGIN
