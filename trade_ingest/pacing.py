@@ -157,11 +157,10 @@ FIRST_RESPONSE_POLL = 0.005
 # A worker asleep towards a paced slot looks this often for a sooner one (``Pacer.sooner``).
 SLOT_RECHECK = 0.1
 # Slots are handed out at most this far ahead (the send log's: one span); a worker
-# that would get a later one is told to ask again (within SLOT_RECHECK, so a rate
-# raised meanwhile is met).
-# Reserved ahead, each worker's slot would keep the spacing of the rate it was given:
-# a rate raised or a window tried shorter would only be met after one slot for each
-# worker, while the answers in between, at the old spacing, seemed to bear it out.
+# that would get a later one asks again within SLOT_RECHECK. Reserved further ahead,
+# each worker's slot would keep the spacing of the rate it was given: a rate raised or
+# a window tried shorter would only be met a slot per worker later, while the answers
+# in between, at the old spacing, seemed to bear it out.
 SLOT_HORIZON = 0.1
 # Asked again at the time it was told, a worker's slot may be a hair over the horizon.
 HORIZON_TOLERANCE = 1e-6
