@@ -655,7 +655,7 @@ def test_most_of_the_quota_back_at_once_is_a_lump(
     assert pacer.lumpy is lumpy
     _, pause = pacer.on_quota(0.02 + seconds, Quota(limit=limit, remaining=0, reset=1.0), seconds)
     assert pause is not None
-    assert pause == 1.0 if lumpy else pause < 0.2  # a slot at the rate
+    assert (pause == 1.0) if lumpy else (pause < 0.2)  # a slot at the rate
 
 
 def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
