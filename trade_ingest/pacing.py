@@ -493,8 +493,7 @@ class Pacer:
         step = 1.0 / rate
         slot = max(now, self._last_slot + step)
         self._pacer_bound = slot > now
-        if slot - now > SLOT_HORIZON + HORIZON_TOLERANCE:
-            self._recheck_at, self.pending_slot = slot - SLOT_HORIZON, slot
+        if self._beyond_horizon(now, slot, SLOT_HORIZON):
             return None
         self._last_slot = slot
         if slot > now and self.configured is None:  # a configured rate never starts the log
@@ -551,6 +550,14 @@ class Pacer:
             return None
         self._probe_taken = at
         return at
+
+    def _beyond_horizon(self, now: float, slot: float, ahead: float) -> bool:
+        """Whether ``slot`` is more than ``ahead`` away; if so, it is not handed out: the
+        caller is told to ask again (``poll_delay``), and when it would be (``pending_slot``)."""
+        if slot - now <= ahead + HORIZON_TOLERANCE:
+            return False
+        self._recheck_at, self.pending_slot = slot - ahead, slot
+        return True
 
     def poll_delay(self, now: float) -> float:
         """How long a worker told "not yet" by ``reserve`` waits before asking again."""
@@ -611,12 +618,10 @@ class Pacer:
                 return None  # the burst waits for its first request's answer
             self._scout_at = None
         slot = self.next_window_slot(now, limit, span)
-        ahead = max(span, SLOT_HORIZON)
-        if slot - now > ahead + HORIZON_TOLERANCE and slot != self._probe_taken:
+        if slot != self._probe_taken and self._beyond_horizon(now, slot, max(span, SLOT_HORIZON)):
             # The quota's whole span is taken by slots reserved already (more workers
             # than the quota): this one is given out once the first of those is due.
             self._pacer_bound = True
-            self._recheck_at, self.pending_slot = slot - ahead, slot
             return None
         if scouting and slot - self._last_through >= span / 2:
             self._scout_at = slot  # opens a burst
