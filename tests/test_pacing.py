@@ -1040,6 +1040,20 @@ def test_a_window_reset_is_waited_out_a_token_refill_is_not() -> None:
     assert pause == pytest.approx(4 / (10 / 1.0 * 0.97))
 
 
+def test_a_bucket_of_one_spent_after_every_request_keeps_the_pace_the_headers_give() -> None:
+    """A bucket of one reads spent after every request, its refill rounded up to a
+    second: a slot no sooner than the reset says nothing of the pace, so the rate never
+    steps back below the one the headers give (it once halved: one trade in two seconds)."""
+    pacer = Pacer()
+    now = 0.0
+    for _ in range(30):
+        sent = now
+        _, pause = pacer.on_quota(now + 0.01, Quota(limit=1, remaining=0, reset=1.0), sent)
+        assert pause == pytest.approx(1.0)
+        now += 0.01 + 1.0
+    assert pacer.rate == pytest.approx(1 / 1.0 * 0.97)
+
+
 def test_slots_paced_before_the_send_log_starts_still_count_in_it() -> None:
     """Workers holding slots the rate handed out send then, after the log has started:
     the log counts them, so the window's quota is not spent twice."""

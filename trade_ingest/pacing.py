@@ -847,9 +847,14 @@ class Pacer:
                 and not self.lumpy
                 and quota.reset - quota.reset_error <= window / quota.limit + HINT_RESOLUTION
             ):
-                pause = min(pause, (self.in_flight + 1) / paced)
-                self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
-                reason = "quota_exhausted"
+                slot = (self.in_flight + 1) / paced
+                if slot < pause:
+                    # Paced sooner than the reset, the quota ran out: step back.
+                    # A slot no sooner than it says nothing of the pace (a
+                    # bucket of one reads spent after every request).
+                    pause = slot
+                    self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
+                    reason = "quota_exhausted"
         return self._report(reason, limit=quota.limit, window_s=window), pause
 
     def streak_with(self, sent_at: float) -> int:
