@@ -210,7 +210,7 @@ def test_penalty_box_extends_on_knocking() -> None:
     """In penalty mode a request during Retry-After is refused and restarts the penalty."""
     now = [100.0]
     config = GatewayConfig(rate_limit=1, window=2.0, penalty=True)
-    gateway = SimulatedGateway(config, clock_monotonic=lambda: now[0])
+    gateway = SimulatedGateway(config, clock_monotonic=lambda: now[0], clock_wall=lambda: now[0])
     assert gateway._admit(100.0)[0].allowed  # type: ignore[index]
     refused = gateway._admit(100.5)
     assert refused is not None
@@ -222,6 +222,24 @@ def test_penalty_box_extends_on_knocking() -> None:
     assert knocked[1] == pytest.approx(2.0)  # restarted: a full window from the knock
     assert gateway.stats.penalties == 1
     assert gateway._admit(104.1)[0].allowed  # type: ignore[index]
+
+
+def test_fixed_windows_turn_on_the_servers_wall_clock() -> None:
+    """Without a phase, a fixed window turns where the server's wall clock (its offset
+    included) passes a multiple of the window, as most gateways count, so its epoch
+    reset names the turn to the second."""
+    now = [10.0]
+    config = GatewayConfig(rate_limit=1, window=1.0, limit_headers="epoch", clock_offset=0.2)
+    gateway = SimulatedGateway(
+        config, clock_monotonic=lambda: now[0], clock_wall=lambda: now[0] + 1_799_999_990.1
+    )
+    # The server's wall clock reads 1_800_000_000.3 at 10.0: its next second is at 10.7.
+    admitted = gateway._admit(10.0)
+    assert admitted is not None
+    assert admitted[0].allowed
+    assert dict(gateway._limit_headers(admitted[0]))["X-RateLimit-Reset"] == "1800000001"
+    assert not gateway._admit(10.69)[0].allowed  # type: ignore[index]
+    assert gateway._admit(10.71)[0].allowed  # type: ignore[index]
 
 
 def test_clock_offset_shows_in_date_and_epoch_reset() -> None:
@@ -241,7 +259,7 @@ def test_clock_offset_shows_in_date_and_epoch_reset() -> None:
     ("retry_after", "limit_headers", "expected_retry_after", "expected_reset"),
     [
         ("seconds", "delta", "1", "1"),
-        ("http-date", "epoch", formatdate(1_800_000_001, usegmt=True), "1800000001"),
+        ("http-date", "epoch", formatdate(1_800_000_002, usegmt=True), "1800000001"),
         ("none", "none", None, None),
     ],
 )
@@ -261,7 +279,10 @@ def test_fixed_window_over_http_with_exact_headers(
     )
     with (
         SimulatedGateway.in_thread(
-            config, clock_monotonic=lambda: now[0], clock_wall=lambda: 1_800_000_000.0
+            # The wall clock turns its half-seconds where the monotonic one does.
+            config,
+            clock_monotonic=lambda: now[0],
+            clock_wall=lambda: now[0] + 1_799_999_900.0,
         ) as gateway,
         httpx.Client(base_url=gateway.base_url) as client,
     ):

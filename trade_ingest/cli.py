@@ -248,7 +248,7 @@ def simulate(
         float | None,
         typer.Option(
             help="Fixed window: its first turn comes this share of a window after the first "
-            "request (default: windows turn at multiples of --window on the clock)."
+            "request (default: windows turn at multiples of --window on the wall clock)."
         ),
     ] = None,
     retry_after: Annotated[

@@ -38,14 +38,17 @@ class RateLimiter(Protocol):
 
 
 class FixedWindowLimiter:
-    """``limit`` requests per window; windows start at multiples of ``window`` seconds.
+    """``limit`` requests per window; windows start at ``origin`` plus multiples of
+    ``window`` seconds (on the clock ``admit`` is given).
 
     ``phase``: instead, the first window ends ``phase`` of a window after the
     first request, so that two clients compared meet the same turns (on the
     clock, where a run starts decides how much of the first window it gets).
     """
 
-    def __init__(self, limit: int, window: float, phase: float | None = None) -> None:
+    def __init__(
+        self, limit: int, window: float, phase: float | None = None, origin: float = 0.0
+    ) -> None:
         if limit < 1 or not window > 0:
             raise ValueError("a fixed window needs limit >= 1 and window > 0")
         if phase is not None and not 0 < phase <= 1:
@@ -53,7 +56,7 @@ class FixedWindowLimiter:
         self.limit = limit
         self.window = window
         self._phase = phase
-        self._origin = 0.0
+        self._origin = origin
         self._index = -1
         self._used = 0
 
@@ -125,11 +128,12 @@ def make_limiter(
     window: float,
     burst: int | None,
     window_phase: float | None = None,
+    window_origin: float = 0.0,
 ) -> RateLimiter:
     """The limiter of ``kind``; ``burst`` only matters to the token bucket, ``window_phase``
-    to the fixed window."""
+    and ``window_origin`` to the fixed window."""
     if kind == "fixed":
-        return FixedWindowLimiter(limit, window, window_phase)
+        return FixedWindowLimiter(limit, window, window_phase, window_origin)
     if kind == "sliding":
         return SlidingLogLimiter(limit, window)
     return TokenBucketLimiter(limit, window, burst)

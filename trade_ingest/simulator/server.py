@@ -48,7 +48,8 @@ class GatewayConfig:
     errors come in runs of ``error_burst`` requests, starting at ``error_rate``.
     ``window_phase``: a fixed window's first turn comes this share of a window
     after the first request (None: windows turn at multiples of ``window`` on
-    the server's clock, wherever the run starts).
+    the server's wall clock, as most gateways count them, so an epoch reset
+    names a turn exactly).
     """
 
     host: str = "127.0.0.1"
@@ -157,9 +158,17 @@ class SimulatedGateway:
         self._monotonic = clock_monotonic
         self._clock_wall = clock_wall
         self._rng = random.Random(config.seed)
+        # The limiter counts on the monotonic clock; its windows turn where the
+        # server's wall clock passes a multiple of the window.
+        origin = -(self._wall() - clock_monotonic()) % config.window
         self._limiter: RateLimiter | None = (
             make_limiter(
-                config.limiter, config.rate_limit, config.window, config.burst, config.window_phase
+                config.limiter,
+                config.rate_limit,
+                config.window,
+                config.burst,
+                config.window_phase,
+                origin,
             )
             if config.rate_limit
             else None
@@ -321,7 +330,8 @@ class SimulatedGateway:
                 ("RateLimit", f'"default";r={admission.remaining};t={reset_after}'),
             ]
         if style == "epoch":
-            reset = str(math.ceil(self._wall() + admission.reset_after))
+            # Rounded first: a turn on a whole second must not read as the next one.
+            reset = str(math.ceil(round(self._wall() + admission.reset_after, 6)))
         else:
             reset = str(reset_after)
         return [
