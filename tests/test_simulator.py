@@ -235,9 +235,10 @@ def test_fixed_windows_turn_on_the_servers_wall_clock() -> None:
     )
     # The server's wall clock reads 1_800_000_000.3 at 10.0: its next second is at 10.7.
     admitted = gateway._admit(10.0)
+    now[0] += 1e-4  # time passes between the admission and its headers
     assert admitted is not None
     assert admitted[0].allowed
-    assert dict(gateway._limit_headers(admitted[0]))["X-RateLimit-Reset"] == "1800000001"
+    assert dict(gateway._limit_headers(admitted[0], 10.0))["X-RateLimit-Reset"] == "1800000001"
     assert not gateway._admit(10.69)[0].allowed  # type: ignore[index]
     assert gateway._admit(10.71)[0].allowed  # type: ignore[index]
 

@@ -317,7 +317,8 @@ class SimulatedGateway:
         self.stats.last_answer_at = self._monotonic()
         await writer.drain()
 
-    def _limit_headers(self, admission: Admission) -> list[tuple[str, str]]:
+    def _limit_headers(self, admission: Admission, now: float) -> list[tuple[str, str]]:
+        """The quota headers for ``admission``, made at monotonic ``now``."""
         style = self.config.limit_headers
         if style == "none" or self._limiter is None:
             return []
@@ -330,8 +331,10 @@ class SimulatedGateway:
                 ("RateLimit", f'"default";r={admission.remaining};t={reset_after}'),
             ]
         if style == "epoch":
-            # Rounded first: a turn on a whole second must not read as the next one.
-            reset = str(math.ceil(round(self._wall() + admission.reset_after, 6)))
+            # On the wall clock as it read at the admission, to the millisecond: a
+            # turn on a whole second must not read as the next one.
+            at = self._wall() - self._monotonic() + now + admission.reset_after
+            reset = str(math.ceil(round(at, 3)))
         else:
             reset = str(reset_after)
         return [
@@ -397,10 +400,11 @@ class SimulatedGateway:
             self.stats.dropped += 1
             return False
         extra: list[tuple[str, str]] = []
-        answer = self._admit(self._monotonic())
+        now = self._monotonic()
+        answer = self._admit(now)
         if answer is not None:
             admission, wait = answer
-            extra = self._limit_headers(admission)
+            extra = self._limit_headers(admission, now)
             if not admission.allowed:
                 extra += self._retry_after(wait)
                 self.stats.rate_limited_ids.append(trade_id)
