@@ -824,7 +824,9 @@ class Pacer:
             if previous is not None and quota.remaining > previous + self.in_flight + 1 + lump:
                 self.lumpy = True
             self._last_remaining = quota.remaining
-            self.credit = max(0, quota.remaining - self.in_flight - 1)
+            # A window's lump goes whole (what is left at its turn is lost); a bucket
+            # keeps one back, so its level shows the headroom a faster pace would use.
+            self.credit = max(0, quota.remaining - self.in_flight - (not self.lumpy))
         window = quota.window or self.window_estimate
         rate: float | None = None
         if quota.limit and window:
