@@ -4,6 +4,7 @@
     python -m tests.bench.bench_ratelimit --quick    # fewer trades, a subset
     python -m tests.bench.bench_ratelimit --only penalty
     python -m tests.bench.bench_ratelimit --repeat 3     # each scenario three times, median ratio
+    python -m tests.bench.bench_ratelimit --beyond       # gateways beyond the matrix (~6 minutes)
 
 Each scenario starts the simulated gateway in its own process on 127.0.0.1,
 runs `trade-ingest run` (a subprocess, so its CPU time is its own), then the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -45,6 +47,7 @@ class Scenario:
     name: str
     gateway: GatewayConfig
     run_args: tuple[str, ...] = ()
+    trades: int | None = None  # instead of --trades, for a gateway too slow for them
 
     @property
     def rate(self) -> float:
@@ -112,6 +115,29 @@ def matrix() -> list[Scenario]:
                  run_args=("--rate-limit", "20/s")),
     ]  # fmt: skip
     return scenarios
+
+
+def beyond() -> list[Scenario]:
+    """Gateways beyond the matrix: one-second windows, small buckets, and fixed windows
+    that turn on the clock (``window_phase`` None: ``best`` is then not known, as where a
+    run starts in the window decides it)."""
+    on_the_clock = {"limiter": "fixed", "window_phase": None, "limit_headers": "epoch",
+                    "retry_after": "http-date"}  # fmt: skip
+    return [
+        Scenario("fixed-10/1s/delta", _gateway(rate_limit=10, window=1.0)),
+        Scenario("sliding-10/1s/delta", _gateway(limiter="sliding", rate_limit=10, window=1.0)),
+        Scenario("token-20/s-burst-5/delta",
+                 _gateway(limiter="token", rate_limit=20, window=1.0, burst=5)),
+        Scenario("token-10/s-burst-1/delta",
+                 _gateway(limiter="token", rate_limit=10, window=1.0, burst=1), trades=40),
+        Scenario("sliding-20/1s/epoch/http-date",
+                 _gateway(limiter="sliding", rate_limit=20, window=1.0, limit_headers="epoch",
+                          retry_after="http-date")),
+        Scenario("clock-fixed-20/1s/epoch/http-date",
+                 _gateway(**on_the_clock, rate_limit=20, window=1.0)),
+        Scenario("clock-fixed-50/5s/epoch/http-date",
+                 _gateway(**on_the_clock, rate_limit=50, window=5.0)),
+    ]  # fmt: skip
 
 
 @dataclass
@@ -237,7 +263,10 @@ def _efficiency(scenario: Scenario, trades: int, o: Outcome) -> float:
 
 
 def _best(scenario: Scenario, trades: int) -> float:
-    return trades / scenario.rate / earliest_busy(scenario.gateway, trades, CONCURRENCY, SEED)
+    gateway = scenario.gateway
+    if gateway.limiter == "fixed" and gateway.window_phase is None:
+        return math.nan
+    return trades / scenario.rate / earliest_busy(gateway, trades, CONCURRENCY, SEED)
 
 
 def _row(name: str, who: str, scenario: Scenario, trades: int, o: Outcome, best: str) -> str:
@@ -259,20 +288,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 trades, one row per limiter")
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
+    parser.add_argument("--beyond", action="store_true", help="gateways beyond the matrix")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs of each scenario (single runs vary ~±0.15)"
     )
     args = parser.parse_args()
-    trades = 100 if args.quick else args.trades
-    scenarios = [s for s in matrix() if args.only in s.name]
+    scenarios = [s for s in (beyond() if args.beyond else matrix()) if args.only in s.name]
     if args.quick:
         scenarios = [s for s in scenarios if s.name.endswith("ra-seconds") or "penalty" in s.name]
-    ids = [f"EEX-2026-{n:06d}" for n in range(trades)]
     header = (
         f"{'scenario':<38} {'client':<6} {'eff':>5} {'best':>5} {'tr/s':>7} {'limit':>6} {'429':>6} "
         f"{'429*':>7} {'lost':>4} {'dup':>4} {'fail':>5} {'inRA':>5} {'cpu_s':>6} {'wall_s':>7}"
     )
-    print(f"{trades} trades a scenario; eff = (trades / limit rate) / time the gateway was busy "
+    default_trades = 100 if args.quick else args.trades
+    print(f"{default_trades} trades a scenario unless named; eff = (trades / limit rate) / time the gateway was busy "
           "(first request to last answer); "
           "429* = share answered 429 after trade-ingest learned the rate; "
           "inRA = requests the gateway received while its Retry-After was in force; "
@@ -282,10 +311,14 @@ def main() -> None:
     print("-" * len(header))
     ratios = []
     for scenario in scenarios:
+        trades = scenario.trades or default_trades
+        ids = [f"EEX-2026-{n:06d}" for n in range(trades)]
         best = _best(scenario, trades)
         runs: list[tuple[float, float, int, int, float, float]] = []
         for round_number in range(args.repeat):
             name = scenario.name if args.repeat == 1 else f"{scenario.name} #{round_number + 1}"
+            if scenario.trades:
+                name = f"{name} ({trades})"
             with tempfile.TemporaryDirectory(prefix="ti-bench-") as tmp:
                 work = Path(tmp)
                 (work / "ids").write_text("\n".join(ids) + "\n")
