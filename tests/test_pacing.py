@@ -660,17 +660,16 @@ def test_most_of_the_quota_back_at_once_is_a_lump(
 
 @pytest.mark.parametrize(("lumpy", "at_once"), [(True, 9), (False, 8)])
 def test_a_lump_goes_whole_a_bucket_keeps_one_back(lumpy: bool, at_once: int) -> None:
-    """A report that leaves 9 (one of them in flight): a window's lump goes at once
-    whole, as what is left at its turn is lost; a bucket keeps one back for its pace,
-    so that its level shows the headroom a faster pace would use."""
+    """A report that leaves 9 with nothing in flight: a window's lump goes at once whole,
+    as what is left at its turn is lost; a bucket keeps one back for its pace, so that
+    its level shows the headroom a faster pace would use."""
     pacer = Pacer()
     pacer.reserve(0.0)
     pacer.on_quota(0.01, Quota(limit=10, remaining=0, reset=1.0), sent_at=0.0)
-    back = 9 if lumpy else 2
+    back = 9 if lumpy else 2  # all but one back at once, or a trickle
     pacer.on_quota(0.2, Quota(limit=10, remaining=back, reset=1.0), sent_at=0.19)
     assert pacer.lumpy is lumpy
-    pacer.in_flight = 1
-    pacer.on_quota(0.3, Quota(limit=10, remaining=10, reset=1.0), sent_at=0.29)
+    pacer.on_quota(0.3, Quota(limit=10, remaining=9, reset=1.0), sent_at=0.29)
     assert slots(pacer, 0.3, 12).count(0.3) == at_once
 
 

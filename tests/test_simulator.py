@@ -260,6 +260,7 @@ def test_clock_offset_shows_in_date_and_epoch_reset() -> None:
     ("retry_after", "limit_headers", "expected_retry_after", "expected_reset"),
     [
         ("seconds", "delta", "1", "1"),
+        # Retry-After: the wait rounded up to a second, from 08:00:00.2, then to the second.
         ("http-date", "epoch", formatdate(1_800_000_002, usegmt=True), "1800000001"),
         ("none", "none", None, None),
     ],

@@ -301,7 +301,8 @@ def main() -> None:
         f"{'429*':>7} {'lost':>4} {'dup':>4} {'fail':>5} {'inRA':>5} {'cpu_s':>6} {'wall_s':>7}"
     )
     default_trades = 100 if args.quick else args.trades
-    print(f"{default_trades} trades a scenario unless named; eff = (trades / limit rate) / time the gateway was busy "
+    print(f"{default_trades} trades a scenario unless named; "
+          "eff = (trades / limit rate) / time the gateway was busy "
           "(first request to last answer); "
           "429* = share answered 429 after trade-ingest learned the rate; "
           "inRA = requests the gateway received while its Retry-After was in force; "
