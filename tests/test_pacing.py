@@ -673,6 +673,36 @@ def test_a_lump_goes_whole_a_bucket_keeps_one_back(lumpy: bool, at_once: int) ->
     assert slots(pacer, 0.3, 12).count(0.3) == at_once
 
 
+def _lumpy_one_second_window() -> Pacer:
+    """A pacer whose one-second window (read from whole-second resets) comes back in lumps."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=20, remaining=0, reset=1.0), sent_at=0.0)
+    pacer.on_quota(1.02, Quota(limit=20, remaining=19, reset=1.0), sent_at=1.01)
+    assert pacer.lumpy
+    assert pacer.window_estimate == 1.0
+    return pacer
+
+
+@pytest.mark.parametrize("back_by_then", [True, False])
+def test_a_spent_quota_read_past_the_window_waits_a_window(back_by_then: bool) -> None:
+    """A reset read 1.8 s away (an epoch reset rounded up, on a server clock known to the
+    second) for a one-second window: the quota is back within a window of the request
+    that spent it, so the batch waits that. A request refused after that wait, with no
+    quota seen back by then, says the window is a second longer than estimated."""
+    pacer = _lumpy_one_second_window()
+    spent = Quota(limit=20, remaining=0, reset=1.8, reset_error=0.2)
+    _, pause = pacer.on_quota(1.2, spent, sent_at=1.19)
+    assert pause == pytest.approx(1.0 + WINDOW_GUARD)
+    resumed = 1.2 + 1.0 + WINDOW_GUARD
+    if back_by_then:
+        pacer.on_quota(resumed + 0.01, Quota(limit=20, remaining=19, reset=1.0), resumed)
+    pacer.on_quota(resumed + 0.02, Quota(limit=20, remaining=0, reset=0.8), resumed + 0.01)
+    event = pacer.on_throttled(resumed + 0.02, resumed + 0.01, 1.0, hinted=True)
+    assert pacer.window_estimate == (1.0 if back_by_then else 2.0)
+    assert (event is not None and event.fields["kind"] == "longer") is not back_by_then
+
+
 def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
     """Quota forgotten while young marks a fixed window; spent, it pauses until the reset
     (when that comes before the log frees a slot) and then the whole quota is free at once."""

@@ -327,6 +327,8 @@ class Pacer:
         self._first_sent = False
         self.window_estimate: float | None = None
         self._window_estimate_sure = False
+        # When a spent quota's pause cut to the window estimate ends (see ``on_quota``).
+        self._cut_resume: float | None = None
         self.in_flight = 0
         self.throttle_streak = 0
         # Whether the run of 429s now going began with a pause ``throttle_pause`` cut.
@@ -814,6 +816,8 @@ class Pacer:
                 )
             return event, pause
         if quota.remaining is not None and fresh:
+            if self._cut_resume is not None and sent >= self._cut_resume and quota.remaining:
+                self._cut_resume = None  # quota was back by then: the estimate held
             previous = self._last_remaining
             # Back between two reports, beyond the requests in flight and one more: with
             # the quota known, most of it (a window's lump, not a bucket's trickle, whose
@@ -857,6 +861,15 @@ class Pacer:
                     pause = slot
                     self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
                     reason = "quota_exhausted"
+            elif self._window_estimate_sure and quota.window is None and window:
+                # Any window's quota (a bucket's token) is back within a window of
+                # the request that spent it; a reset read longer than that was rounded
+                # up, or read on a server clock known only to the second. Should the
+                # estimate be a second short, the first request refused after this
+                # pause lengthens it (``on_throttled``).
+                cut = window + WINDOW_GUARD
+                if cut < pause:
+                    pause, self._cut_resume = cut, now + cut
         return self._report(reason, limit=quota.limit, window_s=window), pause
 
     def streak_with(self, sent_at: float) -> int:
@@ -990,6 +1003,15 @@ class Pacer:
             self._last_pause = pause  # what one more 429, a failed try's, would cost
         self._successes_since_429 = 0
         if self.headers_seen:
+            cut = self._cut_resume
+            if cut is not None and sent_at >= cut and self.window_estimate is not None:
+                # Refused after a pause cut to the window estimate: a second short.
+                self._cut_resume = None
+                self.window_estimate += HINT_RESOLUTION
+                return PacingEvent(
+                    "pacing.window_learned",
+                    {"kind": "longer", "limit": self.limit, "window_s": self.window_estimate},
+                )
             # Paced from headers and still throttled: the margin was too thin.
             self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
             return self._report("throttled_despite_headers")
