@@ -703,6 +703,19 @@ def test_a_spent_quota_read_past_the_window_waits_a_window(back_by_then: bool) -
     assert (event is not None and event.fields["kind"] == "longer") is not back_by_then
 
 
+def test_a_trickle_spent_waits_out_a_long_reset() -> None:
+    """Quota that trickles back (no lump seen) is paced by slots: a long reset on it is
+    a window's end, waited out whole, not cut to the window (sooner knocks, where the
+    trickle is slow, only meet 429s)."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=20, remaining=0, reset=1.0), sent_at=0.0)
+    pacer.on_quota(0.2, Quota(limit=20, remaining=2, reset=1.0), sent_at=0.19)
+    assert not pacer.lumpy
+    spent = Quota(limit=20, remaining=0, reset=1.8, reset_error=0.2)
+    assert pacer.on_quota(0.3, spent, sent_at=0.29)[1] == pytest.approx(1.8)
+
+
 def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
     """Quota forgotten while young marks a fixed window; spent, it pauses until the reset
     (when that comes before the log frees a slot) and then the whole quota is free at once."""

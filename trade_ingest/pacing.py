@@ -861,12 +861,12 @@ class Pacer:
                     pause = slot
                     self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
                     reason = "quota_exhausted"
-            elif self._window_estimate_sure and quota.window is None and window:
-                # Any window's quota (a bucket's token) is back within a window of
-                # the request that spent it; a reset read longer than that was rounded
-                # up, or read on a server clock known only to the second. Should the
-                # estimate be a second short, the first request refused after this
-                # pause lengthens it (``on_throttled``).
+            elif self.lumpy and self._window_estimate_sure and quota.window is None and window:
+                # A window's lump is back within a window of the request that spent
+                # it; a reset read longer than that was rounded up, or read on a
+                # server clock known only to the second. Should the estimate be a
+                # second short, the first request refused after this pause lengthens
+                # it (``on_throttled``). (A trickle is paced by slots instead.)
                 cut = window + WINDOW_GUARD
                 if cut < pause:
                     pause, self._cut_resume = cut, now + cut
