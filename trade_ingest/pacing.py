@@ -866,7 +866,7 @@ class Pacer:
                 # it; a reset read longer than that was rounded up, or read on a
                 # server clock known only to the second. Should the estimate be a
                 # second short, the first request refused after this pause lengthens
-                # it (``on_throttled``). (A trickle is paced by slots instead.)
+                # it (``on_throttled``). A trickle's long reset is a window's end: waited out.
                 cut = window + WINDOW_GUARD
                 if cut < pause:
                     pause, self._cut_resume = cut, now + cut
