@@ -960,6 +960,36 @@ def test_two_hinted_throttles_give_the_window_and_its_quota() -> None:
     assert slots(pacer, first, 39)[-1] == pytest.approx(2.039 + 2.0 * (1 + WINDOW_SLACK) + 0.01)
 
 
+def test_a_quota_of_one_answered_after_the_next_429_still_gives_the_window() -> None:
+    """One request in 5 s (as CAISO OASIS allows): after a pause, the one that gets
+    through is answered after the 429 of the one sent beside it (a 429 comes back at
+    once, a trade takes its latency). Counted at the resume, it gives 1 per 5 s; before,
+    nothing was learned and every resume sent each waiting worker into a 429."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.002, sent_at=0.001, pause=3.0, hinted=True)  # to 3.002
+    pacer.in_flight = 1  # the one that will get through, sent at 3.003
+    assert pacer.on_throttled(3.005, sent_at=3.004, pause=5.0, hinted=True) is None
+    pacer.in_flight = 0
+    pacer.on_success(3.017, sent_at=3.003)
+    event = pacer.on_resume(8.005)
+    assert event is not None
+    assert event.name == "pacing.rate_learned"
+    assert event.fields["limit"] == 1
+    assert event.fields["window_s"] == pytest.approx(5.003)
+    assert pacer.reserve(8.006) == pytest.approx(8.006)
+    assert pacer.reserve(8.006) == pytest.approx(8.006 + 5.003)  # the next, a window later
+
+
+def test_a_hinted_429_with_nothing_in_flight_and_nothing_through_measures_nothing() -> None:
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.002, sent_at=0.001, pause=3.0, hinted=True)
+    pacer.on_throttled(3.005, sent_at=3.004, pause=5.0, hinted=True)
+    assert pacer.on_resume(8.005) is None
+    assert not pacer.window_learned
+
+
 def test_throttles_without_a_hint_do_not_measure_a_window() -> None:
     """The pause of a 429 without Retry-After is our own backoff, not the gateway's reset."""
     pacer = Pacer()

@@ -1017,7 +1017,9 @@ class Pacer:
             return self._report("throttled_despite_headers")
         measured: float | None = None
         if hinted and previous_hinted and previous is not None and now + pause > previous:
-            measured = now + pause - previous if successes > 0 else None
+            # Those still in flight may yet get through: they count at the resume.
+            pending = self.learned_rate is None and self.in_flight > 0
+            measured = now + pause - previous if successes > 0 or pending else None
         if self.window_learned:
             return self._relearn_window(now, sent_at, scout_refused=scout_refused)
         if measured is not None and previous is not None:
