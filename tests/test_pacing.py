@@ -716,6 +716,28 @@ def test_a_trickle_spent_waits_out_a_long_reset() -> None:
     assert pacer.on_quota(0.3, spent, sent_at=0.29)[1] == pytest.approx(1.8)
 
 
+def test_a_slot_held_from_a_shorter_window_no_longer_holds_once_a_longer_one_is_read() -> None:
+    """One request per 5 s (CAISO OASIS): the first answer's reset reads 3 s (the run
+    began inside a window), so a worker is handed a slot 3 s after the next send. That
+    send's answer reads 5 s: the slot held would go into a 429. It no longer holds;
+    asked again, the worker gets one a 5 s window later, which does."""
+    pacer = Pacer()
+    pacer.on_quota(0.01, Quota(limit=1, remaining=0, reset=3.0), sent_at=0.0)
+    sent = pacer.reserve(0.02)  # the request the reset promised
+    assert sent == pytest.approx(3.02)
+    pacer.in_flight = 1
+    held = pacer.reserve(3.021)
+    assert held == pytest.approx(3.02 + 3.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert pacer.still_holds(held)
+    pacer.in_flight = 0
+    pacer.on_quota(3.03, Quota(limit=1, remaining=0, reset=5.0), sent_at=sent)
+    assert not pacer.still_holds(held)
+    pacer.cancel(held)
+    again = pacer.reserve(3.1)
+    assert again == pytest.approx(3.02 + 5.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert pacer.still_holds(again)
+
+
 def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
     """Quota forgotten while young marks a fixed window; spent, it pauses until the reset
     (when that comes before the log frees a slot) and then the whole quota is free at once."""

@@ -125,6 +125,18 @@ def test_a_quota_of_one_is_not_met_by_every_worker_at_once(tmp_path: Path) -> No
     assert _sends_during_pauses(run.events) == []
 
 
+def test_a_slot_held_when_the_window_reads_longer_waits_for_it(tmp_path: Path) -> None:
+    """One request per 3 s, the run starting 1.5 s before a turn: the first reset reads
+    2 s, the next 3 s. The worker handed a slot by the 2 s reading asks again, instead of
+    sending into a 429 (as it did, once a run)."""
+    config = GatewayConfig(
+        limiter="fixed", rate_limit=1, window=3.0, window_phase=0.5, latency_ms=10.0
+    )
+    run = _run(tmp_path, config, 3)
+    assert sorted(run.results) == run.ids
+    assert run.gateway.stats.by_status[429] == 0
+
+
 @pytest.mark.parametrize("style", ["delta", "epoch", "ietf"])
 def test_quota_headers_pace_without_429(tmp_path: Path, style: Any) -> None:
     """When the headers tell the quota, the batch paces itself under it."""

@@ -402,10 +402,12 @@ class TradeFetcher:
             if slot - now > self._policy.max_wait:
                 pacer.cancel(slot)
                 return self._rate_give_up(trade_id, attempt, slot - now)
-            slot = await self._sleep_to(slot, now)
+            reached = await self._sleep_to(slot, now)
+            if reached is None:
+                continue  # the slot no longer keeps to the window: ask again
             if gate.wait_needed(clock.monotonic()) <= 0:
-                return slot
-            pacer.cancel(slot)
+                return reached
+            pacer.cancel(reached)
 
     def _rate_give_up(self, trade_id: str, attempt: int, wait: float) -> Failed:
         detail = (
@@ -414,14 +416,20 @@ class TradeFetcher:
         )
         return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
 
-    async def _sleep_to(self, slot: float, now: float) -> float:
+    async def _sleep_to(self, slot: float, now: float) -> float | None:
         """Sleep towards ``slot``, taking a sooner one if it opens; returns the slot reached,
-        or the one held when a pause begins."""
+        the one held when a pause begins, or None when it was given back (it no longer
+        keeps to the window)."""
         clock, gate, pacer = self._clock, self._gate, self.pacer
         while now < slot:
             await clock.sleep(min(slot, now + SLOT_RECHECK) - now)
             now = clock.monotonic()
-            if now >= slot or gate.wait_needed(now) > 0:
+            if gate.wait_needed(now) > 0:
+                break
+            if not pacer.still_holds(slot):
+                pacer.cancel(slot)
+                return None
+            if now >= slot:
                 break
             sooner = pacer.sooner(now, slot)
             if sooner is not None:

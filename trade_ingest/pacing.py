@@ -595,6 +595,18 @@ class Pacer:
         self._scout_at = scout if scout is None else slot
         return slot
 
+    def still_holds(self, slot: float) -> bool:
+        """Whether ``slot``, handed out earlier, still keeps to the window the log now keeps
+        to: one found longer since (a later reset read longer, a try taken back) leaves a
+        slot held from before too soon, into a 429. The worker then asks again."""
+        span = self.window_span() if self.logging and self.configured is None else None
+        if span is None or not self.limit or slot == self._probe_taken:
+            return True  # a promised request goes at the reset, whatever the log says
+        log = self._log
+        # A hair's tolerance: a slot a span after a send is computed as that sum.
+        before = bisect.bisect_left(log, slot) - bisect.bisect_right(log, slot - span + 1e-9)
+        return before < self.limit
+
     def _take_paced_slots(self, now: float) -> list[float]:
         """The slots the rate handed out that workers still hold (they send then, without
         asking again), for the send log that starts now; the rate keeps none after."""
