@@ -658,6 +658,32 @@ def test_most_of_the_quota_back_at_once_is_a_lump(
     assert (pause == 1.0) if lumpy else (pause < 0.2)  # a slot at the rate
 
 
+@pytest.mark.parametrize(
+    ("limit", "after", "lumpy"),
+    [
+        (5, 4, True),  # all back: 5 a second, one-second windows
+        (5, 3, False),  # all but one: a bucket's trickle may do that
+        (3, 2, True),
+        (8, 7, True),
+        (8, 6, False),
+        (2, 1, False),  # one back of two: as likely a bucket's one token
+        (1, 0, False),  # a bucket of one reads spent after every request
+    ],
+)
+def test_of_a_handful_a_window_all_of_it_back_is_a_lump(
+    limit: int, after: int, lumpy: bool
+) -> None:
+    """Most of a quota of 3-8 is all of it but the request reported. With the rule for
+    larger quotas (a quarter may be missing, and one more), a fixed window of 5 a second
+    never read as one: its spent quota paused a slot, not until the reset, and the next
+    request met a 429 and its whole-second Retry-After (8% of requests, 0.92)."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=limit, remaining=0, reset=1.0), sent_at=0.0)
+    pacer.on_quota(0.31, Quota(limit=limit, remaining=after, reset=1.0), sent_at=0.3)
+    assert pacer.lumpy is lumpy
+
+
 @pytest.mark.parametrize(("lumpy", "at_once"), [(True, 9), (False, 8)])
 def test_a_lump_goes_whole_a_bucket_keeps_one_back(lumpy: bool, at_once: int) -> None:
     """A report that leaves 9 with nothing in flight: a window's lump goes at once whole,

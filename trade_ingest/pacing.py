@@ -836,8 +836,12 @@ class Pacer:
             # pace this path cannot know: a sub-second refill's reset reads as a second).
             # A bucket refilled to full over a pause looks the same: taken for a window,
             # its spent quota waits out the reset.
-            lump = (1.0 - LUMP_SHARE) * quota.limit if quota.limit else 0.0
-            if previous is not None and quota.remaining > previous + self.in_flight + 1 + lump:
+            # Of a handful (3-8 a window), most is all but the request reported: the lot.
+            limit = quota.limit or 0
+            lump = (1.0 - LUMP_SHARE) * limit + 1
+            if limit >= 3:
+                lump = min(lump, limit - 2)
+            if previous is not None and quota.remaining > previous + self.in_flight + lump:
                 self.lumpy = True
             self._last_remaining = quota.remaining
             # A window's lump goes whole (what is left at its turn is lost); a bucket
