@@ -117,3 +117,41 @@ def test_dropped_connections_and_5xx_runs_are_retried(tmp_path: Path) -> None:
     assert gateway.stats.dropped > 0
     assert report.stats.retries_by_cause["connection_closed"] > 0
     assert report.stats.retries_by_cause["server_error"] > 0
+
+
+def test_a_bug_in_a_worker_ends_the_run_instead_of_hanging_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that dies of a bug leaves the input queue full: the producer, cancelled
+    as the loop shuts down, used to wait for room to tell the workers to stop, and the
+    run hung for good, deaf to SIGTERM. It must end, raising the bug (exit 70 in main)."""
+    import threading
+
+    from trade_ingest import pacing
+
+    reserve = pacing.Pacer.reserve
+    calls = 0
+
+    def buggy_reserve(self: pacing.Pacer, now: float) -> float | None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise TypeError("a bug")
+        return reserve(self, now)
+
+    monkeypatch.setattr(pacing.Pacer, "reserve", buggy_reserve)
+    raised: list[BaseException] = []
+    with SimulatedGateway.in_thread(GatewayConfig(latency_ms=5.0)) as gateway:
+        job = make_job(tmp_path, gateway.base_url, [f"T{n:04d}" for n in range(200)])
+
+        def run() -> None:
+            try:
+                run_job(job, env={})
+            except BaseException as exc:  # the test inspects it
+                raised.append(exc)
+
+        runner = threading.Thread(target=run, daemon=True)
+        runner.start()
+        runner.join(timeout=30)
+        assert not runner.is_alive(), "the run hung after a worker's bug"
+    assert [type(exc) for exc in raised] == [TypeError]

@@ -445,9 +445,20 @@ class Batch:
                         break
         except (OutputClosed, OutputWriteError):
             pass
-        finally:
-            for _ in range(self.job.settings.concurrency):
-                await self._work.put(None)
+        except asyncio.CancelledError:
+            # Cancelled with the workers (a stop past its grace, or the loop shutting down
+            # after a bug): nobody is left to tell, and waiting for room in a full queue
+            # would hang that shutdown for good, deaf to signals.
+            raise
+        except BaseException:
+            await self._end_work()
+            raise
+        await self._end_work()
+
+    async def _end_work(self) -> None:
+        """One end-of-work marker a worker, once there is room for each."""
+        for _ in range(self.job.settings.concurrency):
+            await self._work.put(None)
 
     async def _work_loop(self) -> None:
         while (item := await self._work.get()) is not None:
