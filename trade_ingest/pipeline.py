@@ -510,6 +510,13 @@ class Batch:
                         self._record_pending(queued.value)
             else:
                 await done_waiting
+        except BaseException:
+            # A bug in one task: the others stop here, their trades left pending, while the
+            # client is still open to close their connections (not as the loop shuts down).
+            for task in (producer, *workers):
+                task.cancel()
+            await asyncio.gather(producer, *workers, return_exceptions=True)
+            raise
         finally:
             feed.close()
             stopping.cancel()

@@ -31,6 +31,8 @@ from trade_ingest.simulator.trades import is_unknown, render_trade_body
 RetryAfterStyle = Literal["seconds", "http-date", "none"]
 LimitHeaders = Literal["delta", "epoch", "ietf", "none"]
 _SERVER_ERRORS = (500, 502, 503)
+# Turns of the event loop an accepted connection takes to reach its handler.
+_ACCEPT_TURNS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +202,17 @@ class SimulatedGateway:
         """Stop accepting and cut every open connection, mid-request or idle."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        # A connection accepted just before the close registers itself on its handler's
+        # first step, a few turns of the loop later: left out, its socket would leak.
+        for _ in range(_ACCEPT_TURNS):
+            await asyncio.sleep(0)
+        while self._connections:
+            tasks = list(self._connections)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(_ACCEPT_TURNS):
+                await asyncio.sleep(0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
