@@ -157,6 +157,8 @@ def test_a_bug_in_a_worker_ends_the_run_instead_of_hanging_it(
         runner.join(timeout=30)
         assert not runner.is_alive(), "the run hung after a worker's bug"
     assert [type(exc) for exc in raised] == [TypeError]
+    # Trades in flight are left pending for the next run, none failed for the bug.
+    assert {f["reason"] for f in read_jsonl(tmp_path / "failed.jsonl")} <= {"pending"}
     # The client cut its requests short: a connection the gateway accepted as the loop
     # shut down may be left to the garbage collector. Collected here, not in the next test.
     with warnings.catch_warnings():
