@@ -202,8 +202,8 @@ class SimulatedGateway:
         """Stop accepting and cut every open connection, mid-request or idle."""
         if self._server is not None:
             self._server.close()
-        # A connection accepted just before the close registers itself on its handler's
-        # first step, a few turns of the loop later: left out, its socket would leak.
+        # A connection accepted just before the close reaches its handler, which registers
+        # it, a few turns of the loop later: not waited for, it could be left open.
         for _ in range(_ACCEPT_TURNS):
             await asyncio.sleep(0)
         while self._connections:
