@@ -600,7 +600,9 @@ class Pacer:
         to: one found longer since (a later reset read longer, a try taken back) leaves a
         slot held from before too soon, into a 429. The worker then asks again."""
         span = self.window_span() if self.logging and self.configured is None else None
-        if span is None or not self.limit or slot == self._probe_taken:
+        if span is None or not self.limit:
+            return True  # no log in use
+        if slot == self._probe_taken:
             return True  # a promised request goes at the reset, whatever the log says
         log = self._log
         # A hair's tolerance: a slot a span after a send is computed as that sum.

@@ -202,17 +202,18 @@ class SimulatedGateway:
         """Stop accepting and cut every open connection, mid-request or idle."""
         if self._server is not None:
             self._server.close()
-        # A connection accepted just before the close reaches its handler, which registers
-        # it, a few turns of the loop later: not waited for, it could be left open.
-        for _ in range(_ACCEPT_TURNS):
-            await asyncio.sleep(0)
-        while self._connections:
+        while True:
+            # A connection accepted just before the close reaches its handler, which
+            # registers it, a few turns of the loop later: not waited for, it could be
+            # left open.
+            for _ in range(_ACCEPT_TURNS):
+                await asyncio.sleep(0)
+            if not self._connections:
+                break
             tasks = list(self._connections)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for _ in range(_ACCEPT_TURNS):
-                await asyncio.sleep(0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
