@@ -22,6 +22,7 @@ from trade_ingest.simulator import (
     make_trade,
     render_trade_body,
 )
+from trade_ingest.simulator.server import _whole_seconds as whole_seconds
 
 
 def test_trade_is_deterministic_with_exact_decimals() -> None:
@@ -192,6 +193,15 @@ def test_sliding_log_table() -> None:
     assert limiter.admit(1.01).allowed
     assert not limiter.admit(1.2).allowed
     assert limiter.admit(1.41).allowed
+
+
+def test_a_window_ending_a_whole_second_away_reads_as_that_second() -> None:
+    """A sliding window's reset is ``start + window - now``; where the sum crosses a power
+    of two it comes out a hair over the window, and rounded up it read a second long."""
+    now = 1.7  # 1.7 + 1.0 crosses 2.0: the sum is rounded
+    reset_after = SlidingLogLimiter(1, 1.0).admit(now).reset_after
+    assert reset_after > 1.0
+    assert whole_seconds(reset_after) == 1
 
 
 def test_token_bucket_table() -> None:

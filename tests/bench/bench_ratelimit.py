@@ -5,6 +5,7 @@
     python -m tests.bench.bench_ratelimit --only penalty
     python -m tests.bench.bench_ratelimit --repeat 3     # each scenario three times, median ratio
     python -m tests.bench.bench_ratelimit --beyond       # gateways beyond the matrix (~6 minutes)
+    python -m tests.bench.bench_ratelimit --sweep 40 --no-naive   # 40 random gateway shapes
 
 Each scenario starts the simulated gateway in its own process on 127.0.0.1,
 runs `trade-ingest run` (a subprocess, so its CPU time is its own), then the
@@ -23,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -138,6 +140,52 @@ def beyond() -> list[Scenario]:
         Scenario("clock-fixed-50/5s/epoch/http-date",
                  _gateway(**on_the_clock, rate_limit=50, window=5.0)),
     ]  # fmt: skip
+
+
+def sweep(count: int, seed: int) -> list[Scenario]:
+    """``count`` gateways drawn at random (seeded): any limiter, quota, window, header and
+    Retry-After style, clock offset, penalty, latency and faults, each with enough trades
+    for three windows or more, and a run the limit allows in about 4-25 s. Not tuned for:
+    where the matrix's shapes are what the pacing was measured on, these find the rest."""
+    rng = random.Random(seed)
+    scenarios = []
+    for number in range(count):
+        limiter = rng.choice(("fixed", "sliding", "token"))
+        window = rng.choice((0.5, 1.0, 1.0, 2.0, 3.0, 5.0, 10.0))
+        rate = math.exp(rng.uniform(math.log(0.3), math.log(40.0)))
+        quota = max(1, round(rate * window))
+        shape: dict[str, Any] = {"limiter": limiter, "rate_limit": quota, "window": window}
+        if limiter == "token":
+            shape["burst"] = rng.randint(1, max(1, quota))
+        elif limiter == "fixed":
+            shape["window_phase"] = rng.choice((None, round(rng.uniform(0.05, 1.0), 2)))
+        shape["limit_headers"] = rng.choice(("delta", "epoch", "ietf", "none"))
+        shape["retry_after"] = rng.choice(("seconds", "seconds", "http-date", "none"))
+        if rng.random() < 0.25:
+            shape["clock_offset"] = round(rng.uniform(-400.0, 400.0), 1)
+        shape["penalty"] = rng.random() < 0.25
+        shape["latency_ms"] = round(math.exp(rng.uniform(0.0, math.log(150.0))), 1)
+        shape["latency_sigma"] = round(rng.uniform(0.0, 1.0), 2)
+        if rng.random() < 0.2:
+            shape["error_rate"], shape["error_burst"] = 0.02, rng.randint(1, 4)
+        if rng.random() < 0.15:
+            shape["drop_rate"] = 0.02
+        # Three bursts' worth at least, 12-25 s of the limit's time.
+        sustained = quota / window
+        least = 3 * (shape.get("burst") or quota) + 1
+        trades = max(4, int(min(max(least, 12 * sustained), 25 * sustained)))
+        gateway = _gateway(**shape)
+        name = (
+            f"#{number} {limiter[:3]} {quota}/{window:g}s"
+            + (f" b{shape['burst']}" if limiter == "token" else "")
+            + f" {shape['limit_headers']}/ra-{shape['retry_after']}"
+            + (" pen" if shape["penalty"] else "")
+            + (f" skew{shape['clock_offset']:+.0f}" if "clock_offset" in shape else "")
+            + (" 5xx" if "error_rate" in shape else "")
+            + (" drop" if "drop_rate" in shape else "")
+        )
+        scenarios.append(Scenario(name, gateway, trades=trades))
+    return scenarios
 
 
 @dataclass
@@ -289,11 +337,17 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
     parser.add_argument("--beyond", action="store_true", help="gateways beyond the matrix")
+    parser.add_argument("--sweep", type=int, default=0, help="this many random gateways")
+    parser.add_argument("--sweep-seed", type=int, default=1, help="the sweep's draw")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs of each scenario (single runs vary ~±0.15)"
     )
     args = parser.parse_args()
-    scenarios = [s for s in (beyond() if args.beyond else matrix()) if args.only in s.name]
+    if args.sweep:
+        drawn = sweep(args.sweep, args.sweep_seed)
+    else:
+        drawn = beyond() if args.beyond else matrix()
+    scenarios = [s for s in drawn if args.only in s.name]
     if args.quick:
         scenarios = [s for s in scenarios if s.name.endswith("ra-seconds") or "penalty" in s.name]
     header = (

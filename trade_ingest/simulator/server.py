@@ -141,6 +141,12 @@ class GatewayStats:
         }
 
 
+def _whole_seconds(seconds: float) -> int:
+    """``seconds`` rounded up to a whole second, as gateways tell a wait; a window's end
+    computed as ``start + window - now`` may come out a hair over it (float rounding)."""
+    return math.ceil(round(seconds, 9))
+
+
 def _json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -332,7 +338,7 @@ class SimulatedGateway:
         style = self.config.limit_headers
         if style == "none" or self._limiter is None:
             return []
-        reset_after = math.ceil(admission.reset_after)
+        reset_after = _whole_seconds(admission.reset_after)
         if style == "ietf":
             window = self._limiter.window
             w = str(int(window)) if float(window).is_integer() else f"{window:.3f}"
@@ -355,7 +361,7 @@ class SimulatedGateway:
 
     def _retry_after(self, seconds: float) -> list[tuple[str, str]]:
         if self.config.retry_after == "seconds":
-            return [("Retry-After", str(max(1, math.ceil(seconds))))]
+            return [("Retry-After", str(max(1, _whole_seconds(seconds))))]
         if self.config.retry_after == "http-date":
             when = math.ceil(self._wall() + seconds)
             return [("Retry-After", formatdate(when, usegmt=True))]
@@ -379,7 +385,7 @@ class SimulatedGateway:
         # What a client is told is what counts: Retry-After is rounded up to a second.
         told = admission.reset_after
         if self.config.retry_after != "none":
-            told = max(1.0, math.ceil(admission.reset_after))
+            told = max(1.0, _whole_seconds(admission.reset_after))
         self._blocked_until = max(self._blocked_until, now + told)
         return admission, told
 
