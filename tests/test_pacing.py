@@ -81,7 +81,12 @@ async def test_every_worker_holds_until_the_pause_ends() -> None:
 
 from trade_ingest.pacing import (  # noqa: E402
     BISECT_COST_SHARE,
+    EARLY_FIRST_TRY,
+    EARLY_LADDER,
+    EARLY_PASSES,
+    EARLY_RETRY_AFTER,
     HEADER_MARGIN,
+    PROBE_BACK,
     REFUSAL_DOUBLING,
     REFUSAL_STEP,
     SEEK_STEP,
@@ -666,14 +671,17 @@ def test_most_of_the_quota_back_at_once_is_a_lump(
         (3, 2, True),
         (8, 7, True),
         (8, 6, False),
-        (2, 1, False),  # one back of two: as likely a bucket's one token
+        # Both back of two: as likely a bucket's, but read as a window's, since a window
+        # of two a second paced as a trickle met 429s (17% of requests); a bucket's spent
+        # whole-second reset is tried sooner (EARLY_LIMIT) whatever it is read as.
+        (2, 1, True),
         (1, 0, False),  # a bucket of one reads spent after every request
     ],
 )
 def test_of_a_handful_a_window_all_of_it_back_is_a_lump(
     limit: int, after: int, lumpy: bool
 ) -> None:
-    """Most of a quota of 3-8 is all of it but the request reported. With the rule for
+    """Most of a quota of 2-8 is all of it but the request reported. With the rule for
     larger quotas (a quarter may be missing, and one more), a fixed window of 5 a second
     never read as one: its spent quota paused a slot, not until the reset, and the next
     request met a 429 and its whole-second Retry-After (8-11% of requests, 0.90-0.93)."""
@@ -1144,18 +1152,21 @@ def test_a_learned_window_is_kept_to_and_used(
 
 
 def test_an_epoch_reset_read_on_an_unsettled_clock_gives_way_to_a_sure_one() -> None:
-    """Reset 3.0 read against a Date a second coarse may be 2.0: the window taken from it
-    stands only until the server's clock is known closely enough to tell."""
+    """Reset 3.5 read against a Date a second coarse may be 2.5: the window taken from it
+    stands only until the server's clock is known closely enough to tell, but the least
+    it may be (2) stands: a reset is never longer than its window, and a sure reading
+    of a sliding window's quota partly back (1.4) may come in far below it (a window of
+    3 per 5 s kept to 1 s sent 23% of its requests into 429s)."""
     pacer = Pacer()
     pacer.reserve(0.0)
-    pacer.on_quota(0.01, Quota(limit=40, remaining=39, reset=3.0, reset_error=1.0), sent_at=0.0)
+    pacer.on_quota(0.01, Quota(limit=40, remaining=39, reset=3.5, reset_error=1.0), sent_at=0.0)
     assert pacer.window_estimate == 3.0
     pacer.on_quota(0.02, Quota(limit=40, remaining=38, reset=1.4, reset_error=0.02), sent_at=0.01)
-    assert pacer.window_estimate == 1.0
-    pacer.on_quota(0.03, Quota(limit=40, remaining=37, reset=2.9, reset_error=1.0), sent_at=0.02)
-    assert pacer.window_estimate == 1.0
-    pacer.on_quota(0.04, Quota(limit=40, remaining=36, reset=2.4, reset_error=0.02), sent_at=0.03)
     assert pacer.window_estimate == 2.0
+    pacer.on_quota(0.03, Quota(limit=40, remaining=37, reset=3.9, reset_error=1.0), sent_at=0.02)
+    assert pacer.window_estimate == 2.0
+    pacer.on_quota(0.04, Quota(limit=40, remaining=36, reset=3.4, reset_error=0.02), sent_at=0.03)
+    assert pacer.window_estimate == 3.0
 
 
 def test_a_window_reset_is_waited_out_a_token_refill_is_not() -> None:
@@ -1185,9 +1196,96 @@ def test_a_bucket_of_one_spent_after_every_request_keeps_the_pace_the_headers_gi
     for _ in range(30):
         sent = now
         _, pause = pacer.on_quota(now + 0.01, Quota(limit=1, remaining=0, reset=1.0), sent)
-        assert pause == pytest.approx(1.0)
-        now += 0.01 + 1.0
-    assert pacer.rate == pytest.approx(1 / 1.0 * 0.97)
+        assert pause is not None
+        assert pause <= 1.0
+        assert pacer.rate is not None
+        assert pacer.rate >= 1 / 1.0 * 0.97
+        now += 0.01 + pause
+
+
+def _spent_once(pacer: Pacer, sent: float, reset: float = 1.0, limit: int = 1) -> float:
+    """The pause a spent quota's answer, 10 ms after ``sent``, brings (0: none)."""
+    _, pause = pacer.on_quota(sent + 0.01, Quota(limit=limit, remaining=0, reset=reset), sent)
+    return pause or 0.0
+
+
+def test_a_spent_reset_is_waited_out_unless_it_may_hide_a_sooner_refill() -> None:
+    """Only a whole-second reset of a second, on a handful a window, may hide a sooner
+    refill: a reset told finer is the truth, waited out; a dozen a window spent wait one
+    slot at the rate, as before (a bucket's trickle), never a try's share of the reset."""
+    assert _spent_once(Pacer(), 0.0, 0.4) == pytest.approx(0.4)
+    pacer = Pacer()
+    assert _spent_once(pacer, 0.0, 1.0, limit=12) == pytest.approx(1 / (12 * HEADER_MARGIN))
+    assert pacer.probe_factor == pytest.approx(PROBE_BACK)  # ran it out: steps back
+
+
+def test_a_whole_second_reset_spent_is_tried_sooner_and_kept_once_it_holds() -> None:
+    """A bucket of one, spent after every request and reset "1": the batch resumes an
+    eighth of a second after the send; once EARLY_PASSES sent after their resumes got
+    through, that share holds (paced as fast) and the next try is half of it."""
+    pacer = Pacer()
+    sent = 0.0
+    for _ in range(EARLY_PASSES):
+        pause = _spent_once(pacer, sent)
+        assert pause == pytest.approx(EARLY_FIRST_TRY - 0.01)
+        sent += 0.01 + pause
+        pacer.on_success(sent + 0.01, sent_at=sent)
+    assert pacer.rate == pytest.approx(HEADER_MARGIN / EARLY_FIRST_TRY)
+    assert _spent_once(pacer, sent) == pytest.approx(EARLY_FIRST_TRY / 2 - 0.01)
+
+
+def test_a_try_refused_waits_the_reset_out_then_tries_further_up() -> None:
+    """Refused at the eighth (a window not turned yet), the batch waits whole resets for
+    EARLY_RETRY_AFTER, then tries EARLY_LADDER times further up; and the 429 of a
+    request sent before the try's resume decides nothing."""
+    pacer = Pacer()
+    pause = _spent_once(pacer, 0.0)
+    pacer.on_throttled(0.02, sent_at=0.005, pause=1.0, hinted=True)  # sent before the resume
+    resume = 0.01 + pause
+    pacer.on_throttled(resume + 0.01, sent_at=resume, pause=1.0, hinted=True)
+    assert _spent_once(pacer, resume + 1.0) == pytest.approx(1.0)
+    later = resume + EARLY_RETRY_AFTER + 1.0
+    assert _spent_once(pacer, later) == pytest.approx(EARLY_LADDER * EARLY_FIRST_TRY - 0.01)
+
+
+@pytest.mark.parametrize(
+    ("kind", "rate", "burst"),
+    [("token", 20, 1), ("token", 10, 1), ("token", 5, 1), ("token", 2, 1), ("token", 20, 2)],
+)
+def test_a_small_bucket_told_by_whole_second_resets_is_drawn_on_at_its_pace(
+    kind: LimiterKind, rate: int, burst: int
+) -> None:
+    """A bucket of one or two refilling 2-20 times a second reads spent with a reset of
+    "1" after every request or two: eight workers get at least half its rate (5-50%
+    before the batch tried such resets sooner), with at most five requests refused."""
+    gateway = make_limiter(kind, rate, 1.0, burst)
+    batch = _workers(gateway, workers=8, trades=200, latency=0.01, seed=1, told=True,
+                     start=1000.0)  # fmt: skip
+    through = [t for t, ok in batch.sends if ok]
+    assert len(through) == 200
+    assert 200 / rate / (through[-1] - 1000.0) >= 0.5
+    assert len(batch.sends) - 200 <= 5
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit"),
+    [("fixed", 1), ("fixed", 2), ("fixed", 3), ("fixed", 5), ("fixed", 8), ("sliding", 1),
+     ("sliding", 2), ("sliding", 5)],
+)  # fmt: skip
+def test_a_window_of_a_handful_a_second_pays_for_the_sooner_tries_in_a_few_429s(
+    kind: LimiterKind, limit: int
+) -> None:
+    """The same tries against windows of 1-8 a second, whose quota is back only when they
+    turn: at most four requests refused in a run of 20 windows, and at least 95% of the
+    window's rate kept (two a second, read as a trickle, met 20-29 429s before)."""
+    gateway = make_limiter(kind, limit, 1.0, None, 0.5 if kind == "fixed" else None)
+    trades = 20 * limit
+    batch = _workers(gateway, workers=8, trades=trades, latency=0.01, seed=1, told=True,
+                     start=1000.0)  # fmt: skip
+    through = [t for t, ok in batch.sends if ok]
+    assert len(through) == trades
+    assert trades / limit / (through[-1] - 1000.0) >= 0.95
+    assert len(batch.sends) - trades <= 4
 
 
 def test_slots_paced_before_the_send_log_starts_still_count_in_it() -> None:
@@ -1295,9 +1393,10 @@ def test_margins_cut_while_guessing_the_rate_do_not_stretch_the_stated_window() 
     pacer = Pacer()
     pacer.reserve(0.0)
     for n in range(3):
-        pacer.on_quota(0.01 + n, Quota(limit=4, remaining=0, reset=1.0), sent_at=n)
+        # (A dozen a window: a quota of a handful spent so is tried sooner, see EARLY_LIMIT.)
+        pacer.on_quota(0.01 + n, Quota(limit=12, remaining=0, reset=1.0), sent_at=n)
     assert pacer.probe_factor < 1.0
-    pacer.on_quota(3.02, Quota(limit=4, remaining=3, reset=2.0, window=2.0), sent_at=3.01)
+    pacer.on_quota(3.02, Quota(limit=12, remaining=11, reset=2.0, window=2.0), sent_at=3.01)
     assert pacer.window_span() == pytest.approx(2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
 
 
@@ -1743,30 +1842,48 @@ class _Batch:
 
 
 def _workers(
-    gateway: RateLimiter, *, workers: int, trades: int, latency: float, seed: int
+    gateway: RateLimiter,
+    *,
+    workers: int,
+    trades: int,
+    latency: float,
+    seed: int,
+    told: bool = False,
+    start: float = 0.0,
 ) -> _Batch:
     """``trades`` fetched by ``workers`` workers sharing one pacer and one pause, as the
-    fetcher drives them, on a simulated clock against a gateway that sends no hint: a
-    worker asks for a slot (again after ``poll_delay`` when told "not yet"), sleeps
-    towards it looking for a sooner one every SLOT_RECHECK, and sends unless a pause
-    began meanwhile; a 429 pauses every worker for what ``throttle_pause`` makes of
-    our backoff, and they come back spread over a quarter of a second. A worker keeps
-    its trade until it is through."""
+    fetcher drives them, on a simulated clock from ``start`` against a gateway that sends
+    no hint: a worker asks for a slot (again after ``poll_delay`` when told "not yet"),
+    sleeps towards it looking for a sooner one every SLOT_RECHECK, and sends unless a
+    pause began meanwhile; a 429 pauses every worker for what ``throttle_pause`` makes
+    of our backoff, and they come back spread over a quarter of a second. A worker keeps
+    its trade until it is through.
+
+    ``told``: the gateway sends its limit, remaining quota and reset on every answer, the
+    reset rounded up to a second, and a 429 a Retry-After (as much, at least a second),
+    which pauses every worker, all coming back at its end."""
     rng, policy, pacer = random.Random(seed), RetryPolicy(), Pacer()
     batch = _Batch([], [])
     started = min(workers, trades)
     paused_until, resume_due, untaken = -math.inf, False, trades - started
     order = itertools.count()
-    queue = [(0.0, next(order), "ask", 0.0) for _ in range(started)]
+    queue: list[tuple[float, int, str, float, Admission | None]]
+    queue = [(start, next(order), "ask", 0.0, None) for _ in range(started)]
 
-    def later(at: float, what: str, slot: float = 0.0) -> None:
-        heapq.heappush(queue, (at, next(order), what, slot))
+    def later(at: float, what: str, slot: float = 0.0, answer: Admission | None = None) -> None:
+        heapq.heappush(queue, (at, next(order), what, slot, answer))
+
+    def pause(now: float, seconds: float) -> None:
+        nonlocal paused_until, resume_due
+        if now + seconds > paused_until:
+            resume_due = resume_due or now >= paused_until
+            paused_until = now + seconds
 
     while queue:
-        now, _, what, slot = heapq.heappop(queue)
+        now, _, what, slot, answer = heapq.heappop(queue)
         if what == "ask":
             if now < paused_until:
-                later(paused_until + rng.uniform(0.0, 0.25), "ask")
+                later(paused_until + (0.0 if told else rng.uniform(0.0, 0.25)), "ask")
                 continue
             if resume_due:
                 resume_due = False
@@ -1786,21 +1903,31 @@ def _workers(
                 later(min(slot, now + SLOT_RECHECK), "sleep", slot)
             else:
                 pacer.in_flight += 1
-                through = gateway.admit(now + latency / 2).allowed
+                answer = gateway.admit(now + latency / 2)
+                through = answer.allowed
                 batch.sends.append((now, through))
                 answered = now + latency * rng.lognormvariate(0.0, 0.3)
-                later(answered, "through" if through else "429", now)
+                later(answered, "through" if through else "429", now, answer)
         else:
             pacer.in_flight -= 1
+            assert answer is not None
+            wait = float(math.ceil(round(answer.reset_after, 9)))
+            if told:
+                quota = Quota(answer.limit, answer.remaining, wait)
+                event, spent = pacer.on_quota(now, quota, slot, throttled=what == "429")
+                if event is not None:
+                    batch.events.append((now, event))
+                if spent is not None:
+                    pause(now, spent)
             if what == "through":
                 event = pacer.on_success(now, sent_at=slot)
+            elif told:
+                event = pacer.on_throttled(now, sent_at=slot, pause=max(1.0, wait), hinted=True)
+                pause(now, max(1.0, wait))
             else:
                 backoff = policy.throttle_backoff(pacer.streak_with(slot), rng)
                 event = pacer.on_throttled(now, sent_at=slot, pause=backoff)
-                pause = pacer.throttle_pause(backoff)
-                if now + pause > paused_until:
-                    resume_due = resume_due or now >= paused_until
-                    paused_until = now + pause
+                pause(now, pacer.throttle_pause(backoff))
             if event is not None:
                 batch.events.append((now, event))
             if what == "429" or untaken > 0:

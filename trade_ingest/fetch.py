@@ -549,7 +549,8 @@ class TradeFetcher:
                 result.headers, wall, server_clock.earliest(wall), server_clock.spread
             )
             if quota is not None:
-                learned, pause = pacer.on_quota(now, quota, started)
+                throttled = result.cause is Cause.RATE_LIMITED
+                learned, pause = pacer.on_quota(now, quota, started, throttled=throttled)
                 self._pace(learned)
                 if pause is not None:
                     # The quota comes back at the reset: the batch resumes together.
@@ -558,7 +559,7 @@ class TradeFetcher:
                         attempt,
                         pause,
                         "quota_exhausted",
-                        spread=result.cause is Cause.RATE_LIMITED,
+                        spread=throttled,
                         remaining=quota.remaining,
                     )
         if result.cause is Cause.RATE_LIMITED:

@@ -205,6 +205,33 @@ TRY_COST_SHARE = 0.1
 # Successes remembered to measure a window from 429s (kept while no window is
 # known, so for a whole run against a gateway that never says no).
 RECENT_SENDS_KEPT = 10_000
+# A spent quota whose reset is told to the whole second (an integer delta, an epoch
+# second) and at most one, on a quota of EARLY_LIMIT or fewer: the quota may be back in
+# any part of that second. A token bucket refilling twenty a second reads "1" as surely
+# as a window turning in 0.9 s does, and waited out, that reset holds the batch to the
+# bucket's burst a second. The batch tries resuming sooner, pacing as fast: at
+# EARLY_FIRST_TRY of the reset after the spending request's send; a try stands once
+# EARLY_PASSES requests, each sent after its own resume and before the whole reset would
+# have ended (EARLY_TELLING_KEPT resumes are followed at once), got through, and is
+# followed by one at half of it, down to EARLY_MIN_SHARE; once one failed, halfway
+# between, until the two are within EARLY_PRECISION. A try fails with a 429, whose
+# Retry-After is then waited out: cheap on a window (the try goes early, so the
+# Retry-After it brings ends about when the reset would have), a second on a fast
+# bucket. A try is sent before any Retry-After, so no penalty box counts it. The next
+# try after a failure waits EARLY_RETRY_AFTER seconds, twice as long after each; failed
+# from the whole reset, it goes EARLY_LADDER times further up, up to EARLY_LAST_TRY. A
+# 429 at a share that held (a window that turned early once) takes it EARLY_BACK times
+# longer.
+EARLY_LIMIT = 8
+EARLY_FIRST_TRY = 0.125
+EARLY_PASSES = 5
+EARLY_TELLING_KEPT = 4
+EARLY_MIN_SHARE = 1 / 32
+EARLY_PRECISION = 0.2
+EARLY_RETRY_AFTER = 8.0
+EARLY_LADDER = 4.0
+EARLY_LAST_TRY = 0.5
+EARLY_BACK = 4.0
 # The gateway forgetting this share of the quota (or 2 requests) sooner than
 # a sliding window would: its windows are fixed, and their quota comes back in
 # one lump at the reset.
@@ -320,6 +347,8 @@ class Pacer:
         self.configured = configured_rate * CONFIGURED_MARGIN if configured_rate else None
         self.header_rate: float | None = None
         self.probe_factor = 1.0
+        # The probe factor before the last doubling (see ``_watch_headroom``), while it stands.
+        self._doubled_from: float | None = None
         self.learned_rate: float | None = None
         self.ceiling: float | None = None
         self.headers_seen = False
@@ -327,8 +356,21 @@ class Pacer:
         self._first_sent = False
         self.window_estimate: float | None = None
         self._window_estimate_sure = False
+        # The least the window may be, from epoch resets read while the clock was unsure.
+        self._window_least = 0.0
         # When a spent quota's pause cut to the window estimate ends (see ``on_quota``).
         self._cut_resume: float | None = None
+        # A whole-second reset resumed sooner (see EARLY_FIRST_TRY): the share of it that
+        # held, the largest that failed since (0: none), the try in force (its share), and
+        # when the next may begin; the sends that tell of the last such resume: from it
+        # up to where the whole reset would have ended (later ones would have gone anyway).
+        self._early_held = 1.0
+        self._early_failed = 0.0
+        self._early_try: float | None = None
+        self._early_passes = 0
+        self._early_telling: deque[tuple[float, float]] = deque(maxlen=EARLY_TELLING_KEPT)
+        self._early_next = -math.inf
+        self._early_wait = EARLY_RETRY_AFTER
         self.in_flight = 0
         self.throttle_streak = 0
         # Whether the run of 429s now going began with a pause ``throttle_pause`` cut.
@@ -458,6 +500,10 @@ class Pacer:
     def rate(self) -> float | None:
         """Requests per second the batch may send now; None = no limit known."""
         told = self.header_rate * self.probe_factor if self.header_rate is not None else None
+        share = self._early_share
+        if told is not None and share < 1.0 and not self.logging:
+            # One request for each whole-second reset as shortened: it rounded the pace up.
+            told = max(told, HEADER_MARGIN / (share * HINT_RESOLUTION))
         own = told if self.headers_seen else self.learned_rate
         candidates = [r for r in (self.configured, own) if r is not None]
         return max(MIN_RATE, min(candidates)) if candidates else None
@@ -626,6 +672,11 @@ class Pacer:
             del log[index]
         elif slot in self._paced_slots:
             self._paced_slots.remove(slot)
+            rate = self.rate
+            if slot == self._last_slot and rate is not None:
+                # The next slot is spaced from the last one still held, not from this: a
+                # bucket of one, paused after every request, would wait out both.
+                self._last_slot = max(self._paced_slots, default=slot - 1.0 / rate)
 
     def _reserve_in_window(self, now: float, limit: int, span: float) -> float | None:
         scouting = self.window_learned and self._window_floor is not None and limit > 1
@@ -758,13 +809,18 @@ class Pacer:
         self._period_start, self._period_level = now, level
         self._low_water, self._sent_in_period = math.inf, 0
         if roomy and sent:
-            # The gateway would have taken at least ``unused`` more in this period.
-            self.probe_factor *= min(PROBE_STEP, (sent + unused) / sent)
+            # The gateway would have taken at least ``unused`` more in this period; and
+            # with the quota never below all but one, the pace never drew on it at all
+            # (a bucket refilling faster than its rounded-up reset says): twice as fast.
+            # Should the doubled pace run the quota out, it goes back to what held.
+            full = unused >= quota.limit - 1
+            self._doubled_from = self.probe_factor if full else None
+            self.probe_factor *= PROBE_STEP if full else min(PROBE_STEP, (sent + unused) / sent)
             return "quota_unused"
         return None
 
     def on_quota(
-        self, now: float, quota: Quota, sent_at: float | None = None
+        self, now: float, quota: Quota, sent_at: float | None = None, *, throttled: bool = False
     ) -> tuple[PacingEvent | None, float | None]:
         """Pace from a response's quota headers; returns an event and a pause (seconds).
 
@@ -777,6 +833,7 @@ class Pacer:
         When the policy (limit and window) is known, the send log does the
         pacing instead (``window_span``); a report about a request sent before
         the freshest one reported is stale and only feeds the estimates.
+        ``throttled``: the report came with a 429, whose Retry-After governs the wait.
         """
         self.responded = True
         self.headers_seen = True
@@ -786,13 +843,16 @@ class Pacer:
         if quota.reset is not None and quota.window is None:
             seen = window_from_reset(quota.reset)
             # Read on a server clock not yet known to the second, an epoch reset
-            # may be a second long: its window stands only until a sure one comes.
-            sure = (
-                not quota.reset_error
-                or window_from_reset(max(0.0, quota.reset - quota.reset_error)) == seen
-            )
+            # may be a second long: its window stands only until a sure one comes,
+            # but the least it may be stands: a sure reading of a sliding window's
+            # quota partly back may come in far below it (a reset is never longer).
+            least = window_from_reset(max(0.0, quota.reset - quota.reset_error))
+            sure = not quota.reset_error or least == seen
+            if not sure and least is not None:
+                self._window_least = max(self._window_least, least)
             if seen is not None and sure and not self._window_estimate_sure:
-                self.window_estimate, self._window_estimate_sure = seen, True
+                self.window_estimate = max(seen, self._window_least)
+                self._window_estimate_sure = True
             elif seen is not None and sure >= self._window_estimate_sure:
                 self.window_estimate = max(self.window_estimate or seen, seen)
         if quota.limit:
@@ -838,10 +898,10 @@ class Pacer:
             # pace this path cannot know: a sub-second refill's reset reads as a second).
             # A bucket refilled to full over a pause looks the same: taken for a window,
             # its spent quota waits out the reset.
-            # Of a handful (3-8 a window), most is all but the request reported: the lot.
+            # Of a handful (2-8 a window), most is all but the request reported: the lot.
             limit = quota.limit or 0
             lump = (1.0 - LUMP_SHARE) * limit + 1
-            if limit >= 3:
+            if limit >= 2:
                 lump = min(lump, limit - 2)
             if previous is not None and quota.remaining > previous + self.in_flight + lump:
                 self.lumpy = True
@@ -859,8 +919,12 @@ class Pacer:
             self.header_rate = max(rate, MIN_RATE)
         reason = self._watch_headroom(now, quota, window) or "headers"
         pause = None
-        if quota.remaining == 0 and quota.reset is not None and quota.reset > 0:
-            pause = quota.reset
+        if quota.remaining == 0:
+            self._undo_doubling()
+        if quota.remaining == 0 and quota.reset is not None and quota.reset > 0 and throttled:
+            pause = quota.reset  # the 429's Retry-After governs; ``on_throttled`` the pace
+        elif quota.remaining == 0 and quota.reset is not None and quota.reset > 0:
+            pause = self._reset_share(now, sent, quota)
             paced = self.rate
             # A reset longer than one request's share of the window, by more than
             # its resolution, is a window's end, not a token's refill: wait it out.
@@ -888,7 +952,81 @@ class Pacer:
                 cut = window + WINDOW_GUARD
                 if cut < pause:
                     pause, self._cut_resume = cut, now + cut
+        if pause is not None and pause <= 0.0:
+            pause = None  # resumed from the send: already due
         return self._report(reason, limit=quota.limit, window_s=window), pause
+
+    def _undo_doubling(self) -> None:
+        """The quota ran out: a pace doubled since it was last seen unused was too fast."""
+        if self._doubled_from is not None:
+            self.probe_factor, self._doubled_from = self._doubled_from, None
+
+    @property
+    def _early_share(self) -> float:
+        """The share of a whole-second reset the batch waits now: a try's, or what held."""
+        return self._early_held if self._early_try is None else self._early_try
+
+    def _reset_share(self, now: float, sent_at: float, quota: Quota) -> float:
+        """The wait for ``quota`` (spent, answered ``now`` to a request sent at ``sent_at``):
+        its reset, or a share of it, a try begun if one is due (see EARLY_FIRST_TRY); the
+        whole reset when told finer than the second, longer than one, or of a quota
+        larger than a handful."""
+        assert quota.reset is not None  # noqa: S101
+        whole = quota.reset_error > 0 or abs(quota.reset - round(quota.reset)) < 1e-6
+        small = quota.limit is not None and quota.limit <= EARLY_LIMIT
+        if not whole or not small or quota.reset > HINT_RESOLUTION + 1e-6:
+            return quota.reset
+        if self._early_try is None and now >= self._early_next:
+            held, failed = self._early_held, self._early_failed
+            if held >= 1.0:
+                # Failed at once: a window's turn, or a slower bucket; tried further up.
+                share = EARLY_LADDER * failed if failed else EARLY_FIRST_TRY
+            else:
+                share = (held + failed) / 2 if failed else held / 2
+            apart = held - failed > EARLY_PRECISION * held
+            if EARLY_MIN_SHARE <= share <= EARLY_LAST_TRY and apart:
+                self._early_try, self._early_passes = share, 0
+        share = self._early_share
+        if share >= 1.0:
+            return quota.reset
+        # Counted from the send, not the answer: the gateway counted the request in
+        # between, and a share that holds so holds the pace closer to the bucket's.
+        resume = max(now, sent_at + share * quota.reset)
+        # The answer now coming in tells of the resume before: kept beside this one.
+        self._early_telling.append((resume, now + quota.reset))
+        return resume - now
+
+    def _early_verdict(self, now: float, sent_at: float, *, held: bool) -> bool:
+        """Whether a success or a 429 (``held`` False) of a request sent at ``sent_at`` decides
+        a whole-second reset resumed sooner: the try in force, or the share that held."""
+        telling = self._early_telling
+        while telling and telling[0][1] <= sent_at:
+            telling.popleft()  # sent after the whole reset would have ended: no verdict
+        if not telling or sent_at < telling[0][0]:
+            if self._early_try is not None and not telling:
+                self._early_try = None  # nothing was spent since
+            return False
+        telling.popleft()
+        trying = self._early_try
+        if held:
+            if trying is None:
+                return False
+            # A request through may have found a token left by chance: a try stands once
+            # EARLY_PASSES have, each sent after its own resume.
+            self._early_passes += 1
+            if self._early_passes < EARLY_PASSES:
+                return False
+            self._early_held, self._early_try = trying, None
+            return True
+        self._early_try = None
+        if trying is not None:
+            self._early_failed = trying
+        else:
+            # The share that held failed: a window that turned early once, say.
+            self._early_held = min(1.0, self._early_held * EARLY_BACK)
+            self._early_failed = 0.0
+        self._early_next, self._early_wait = now + self._early_wait, 2.0 * self._early_wait
+        return True
 
     def streak_with(self, sent_at: float) -> int:
         """The batch's 429s in a row, counting one for a request sent at ``sent_at``
@@ -941,7 +1079,11 @@ class Pacer:
             if self._window_floor is not None:
                 return self._bisect_window(now)
             return self._probe_learned_window(now)
-        if self.headers_seen or self.learned_rate is None or self.ceiling is None:
+        if self.headers_seen:
+            if self._early_verdict(now, sent_at, held=True):
+                return self._report("reset_rounded_up", reset_share=round(self._early_held, 4))
+            return None
+        if self.learned_rate is None or self.ceiling is None:
             return None
         last = self._last_increase if self._last_increase is not None else now
         elapsed = max(0.0, now - last)
@@ -1021,6 +1163,8 @@ class Pacer:
             self._last_pause = pause  # what one more 429, a failed try's, would cost
         self._successes_since_429 = 0
         if self.headers_seen:
+            if self._early_verdict(now, sent_at, held=False):
+                return self._report("reset_try_throttled", reset_share=round(self._early_held, 4))
             cut = self._cut_resume
             if cut is not None and sent_at >= cut and self.window_estimate is not None:
                 # Refused after a pause cut to the window estimate: a second short.
@@ -1031,6 +1175,7 @@ class Pacer:
                     {"kind": "longer", "limit": self.limit, "window_s": self.window_estimate},
                 )
             # Paced from headers and still throttled: the margin was too thin.
+            self._undo_doubling()
             self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
             return self._report("throttled_despite_headers")
         measured: float | None = None
