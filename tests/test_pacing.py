@@ -1210,7 +1210,7 @@ def _spent_once(pacer: Pacer, sent: float, reset: float = 1.0, limit: int = 1) -
 
 
 def test_a_spent_reset_is_waited_out_unless_it_may_hide_a_sooner_refill() -> None:
-    """Only a whole-second reset of a second, on a handful a window, may hide a sooner
+    """Only a whole-second reset of a second, on a quota of one or two, may hide a sooner
     refill: a reset told finer is the truth, waited out; a dozen a window spent wait one
     slot at the rate, as before (a bucket's trickle), never a try's share of the reset."""
     assert _spent_once(Pacer(), 0.0, 0.4) == pytest.approx(0.4)
@@ -1234,18 +1234,41 @@ def test_a_whole_second_reset_spent_is_tried_sooner_and_kept_once_it_holds() -> 
     assert _spent_once(pacer, sent) == pytest.approx(EARLY_FIRST_TRY / 2 - 0.01)
 
 
-def test_a_try_refused_waits_the_reset_out_then_tries_further_up() -> None:
-    """Refused at the eighth (a window not turned yet), the batch waits whole resets for
-    EARLY_RETRY_AFTER, then tries EARLY_LADDER times further up; and the 429 of a
-    request sent before the try's resume decides nothing."""
+def _refused_at(pacer: Pacer, sent: float) -> None:
+    """A 429 for a request sent at ``sent``, answered 10 ms later, with Retry-After: 1."""
+    pacer.on_throttled(sent + 0.01, sent_at=sent, pause=1.0, hinted=True)
+
+
+def test_a_try_refused_from_the_whole_reset_goes_up_the_ladder_then_stops() -> None:
+    """Refused at the eighth (a window not turned yet), the next spent reset is tried at
+    once EARLY_LADDER times further up; refused there too, resets are waited out whole:
+    a window pays two 429s. The 429 of a request sent before a try's resume decides
+    nothing."""
     pacer = Pacer()
-    pause = _spent_once(pacer, 0.0)
-    pacer.on_throttled(0.02, sent_at=0.005, pause=1.0, hinted=True)  # sent before the resume
-    resume = 0.01 + pause
-    pacer.on_throttled(resume + 0.01, sent_at=resume, pause=1.0, hinted=True)
-    assert _spent_once(pacer, resume + 1.0) == pytest.approx(1.0)
-    later = resume + EARLY_RETRY_AFTER + 1.0
-    assert _spent_once(pacer, later) == pytest.approx(EARLY_LADDER * EARLY_FIRST_TRY - 0.01)
+    first = _spent_once(pacer, 0.0)
+    _refused_at(pacer, 0.005)  # in flight before the resume
+    _refused_at(pacer, 0.01 + first)
+    second = _spent_once(pacer, 1.2)
+    assert second == pytest.approx(EARLY_LADDER * EARLY_FIRST_TRY - 0.01)
+    _refused_at(pacer, 1.21 + second)
+    for later in (2.5, 4.0, 2.5 + 4 * EARLY_RETRY_AFTER):
+        assert _spent_once(pacer, later) == pytest.approx(1.0)
+
+
+def test_a_try_refused_below_a_share_that_held_waits_before_the_next() -> None:
+    """Held at an eighth, refused at a sixteenth: resets are shortened to the eighth that
+    held, and only after EARLY_RETRY_AFTER is the next try made, halfway between."""
+    pacer = Pacer()
+    sent = 0.0
+    for _ in range(EARLY_PASSES):
+        sent += 0.01 + _spent_once(pacer, sent)
+        pacer.on_success(sent + 0.01, sent_at=sent)
+    sent += 0.01 + _spent_once(pacer, sent)
+    _refused_at(pacer, sent)
+    assert _spent_once(pacer, sent + 1.0) == pytest.approx(EARLY_FIRST_TRY - 0.01)
+    later = sent + 1.0 + EARLY_RETRY_AFTER
+    halfway = (EARLY_FIRST_TRY + EARLY_FIRST_TRY / 2) / 2
+    assert _spent_once(pacer, later) == pytest.approx(halfway - 0.01)
 
 
 @pytest.mark.parametrize(
@@ -1275,9 +1298,10 @@ def test_a_small_bucket_told_by_whole_second_resets_is_drawn_on_at_its_pace(
 def test_a_window_of_a_handful_a_second_pays_for_the_sooner_tries_in_a_few_429s(
     kind: LimiterKind, limit: int
 ) -> None:
-    """The same tries against windows of 1-8 a second, whose quota is back only when they
-    turn: at most four requests refused in a run of 20 windows, and at least 95% of the
-    window's rate kept (two a second, read as a trickle, met 20-29 429s before)."""
+    """The same tries against windows of one or two a second, whose quota is back only when
+    they turn, and none on windows of 3-8: at most four requests refused in a run of 20
+    windows, and at least 95% of the window's rate kept (two a second, read as a trickle,
+    met 20-29 429s before)."""
     gateway = make_limiter(kind, limit, 1.0, None, 0.5 if kind == "fixed" else None)
     trades = 20 * limit
     batch = _workers(gateway, workers=8, trades=trades, latency=0.01, seed=1, told=True,

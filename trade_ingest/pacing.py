@@ -219,10 +219,12 @@ RECENT_SENDS_KEPT = 10_000
 # Retry-After it brings ends about when the reset would have), a second on a fast
 # bucket. A try is sent before any Retry-After, so no penalty box counts it. The next
 # try after a failure waits EARLY_RETRY_AFTER seconds, twice as long after each; failed
-# from the whole reset, it goes EARLY_LADDER times further up, up to EARLY_LAST_TRY. A
-# 429 at a share that held (a window that turned early once) takes it EARLY_BACK times
-# longer.
-EARLY_LIMIT = 8
+# from the whole reset, it goes EARLY_LADDER times further up at once, up to
+# EARLY_LAST_TRY (a window pays its two 429s at the start of the run). A 429 at a share
+# that held (a window that turned early once) takes it EARLY_BACK times longer. Larger
+# quotas are not tried: on windows of 3-8 the tries cost more 429s than they won buckets
+# of 3-5, whose spent pace is stepped back and whose level shows headroom anyway.
+EARLY_LIMIT = 2
 EARLY_FIRST_TRY = 0.125
 EARLY_PASSES = 5
 EARLY_TELLING_KEPT = 4
@@ -672,11 +674,6 @@ class Pacer:
             del log[index]
         elif slot in self._paced_slots:
             self._paced_slots.remove(slot)
-            rate = self.rate
-            if slot == self._last_slot and rate is not None:
-                # The next slot is spaced from the last one still held, not from this: a
-                # bucket of one, paused after every request, would wait out both.
-                self._last_slot = max(self._paced_slots, default=slot - 1.0 / rate)
 
     def _reserve_in_window(self, now: float, limit: int, span: float) -> float | None:
         scouting = self.window_learned and self._window_floor is not None and limit > 1
@@ -970,7 +967,7 @@ class Pacer:
         """The wait for ``quota`` (spent, answered ``now`` to a request sent at ``sent_at``):
         its reset, or a share of it, a try begun if one is due (see EARLY_FIRST_TRY); the
         whole reset when told finer than the second, longer than one, or of a quota
-        larger than a handful."""
+        larger than EARLY_LIMIT."""
         assert quota.reset is not None  # noqa: S101
         whole = quota.reset_error > 0 or abs(quota.reset - round(quota.reset)) < 1e-6
         small = quota.limit is not None and quota.limit <= EARLY_LIMIT
@@ -1021,6 +1018,8 @@ class Pacer:
         self._early_try = None
         if trying is not None:
             self._early_failed = trying
+            if self._early_held >= 1.0 and EARLY_LADDER * trying <= EARLY_LAST_TRY:
+                return True  # up the ladder at once: two 429s in all on a window
         else:
             # The share that held failed: a window that turned early once, say.
             self._early_held = min(1.0, self._early_held * EARLY_BACK)
