@@ -83,6 +83,7 @@ from trade_ingest.pacing import (  # noqa: E402
     BISECT_COST_SHARE,
     EARLY_FIRST_TRY,
     EARLY_LADDER,
+    EARLY_MIN_SHARE,
     EARLY_PASSES,
     EARLY_RETRY_AFTER,
     HEADER_MARGIN,
@@ -1269,6 +1270,28 @@ def test_a_try_refused_below_a_share_that_held_waits_before_the_next() -> None:
     later = sent + 1.0 + EARLY_RETRY_AFTER
     halfway = (EARLY_FIRST_TRY + EARLY_FIRST_TRY / 2) / 2
     assert _spent_once(pacer, later) == pytest.approx(halfway - 0.01)
+
+
+@given(st.lists(st.booleans(), max_size=60), st.floats(0.001, 0.3))
+@settings(max_examples=200, deadline=None)
+def test_a_shortened_reset_is_never_under_a_32nd_of_it_nor_over_it(
+    through: list[bool], latency: float
+) -> None:
+    """Whatever gets through or is refused (True, False), a bucket of one spent after every
+    request resumes no sooner than EARLY_MIN_SHARE of its reset after the send, and no
+    later than the whole reset after the answer."""
+    pacer, sent = Pacer(), 1000.0
+    for ok in through:
+        answered = sent + latency
+        _, pause = pacer.on_quota(answered, Quota(limit=1, remaining=0, reset=1.0), sent)
+        resume = answered + (pause or 0.0)
+        assert sent + EARLY_MIN_SHARE - 1e-9 <= resume <= answered + 1.0 + 1e-9
+        if ok:
+            pacer.on_success(resume + latency, sent_at=resume)
+            sent = resume
+        else:
+            pacer.on_throttled(resume + latency, sent_at=resume, pause=1.0, hinted=True)
+            sent = resume + latency + 1.0
 
 
 @pytest.mark.parametrize(
