@@ -364,8 +364,9 @@ class Pacer:
         self._cut_resume: float | None = None
         # A whole-second reset resumed sooner (see EARLY_FIRST_TRY): the share of it that
         # held, the largest that failed since (0: none), the try in force (its share), and
-        # when the next may begin; the sends that tell of the last such resume: from it
-        # up to where the whole reset would have ended (later ones would have gone anyway).
+        # when the next may begin; for each of the last resumes so shortened, the sends
+        # that tell of it: from it up to where the whole reset would have ended (later
+        # ones would have gone anyway), oldest first.
         self._early_held = 1.0
         self._early_failed = 0.0
         self._early_try: float | None = None
