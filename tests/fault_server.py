@@ -13,6 +13,7 @@ The trade ID's prefix picks the fault, so one server serves a whole matrix::
     huge-*      a body of 8 MB
     mismatch-*  a valid JSON trade whose trade_id is another trade's
     nan-*       a trade with a NaN price
+    flaky-N-*   503 to its first N requests, then a valid trade
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import socket
 import struct
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,13 +43,16 @@ def _trade(trade_id: str, price: str = '"84.35"') -> bytes:
     return f'{{"trade_id": {json.dumps(trade_id)}, "price": {price}}}'.encode()
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _serve(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Counter[str]
+) -> None:
     try:
         while True:
             request = await reader.readuntil(b"\r\n\r\n")
             path = request.split(b" ", 2)[1].decode()
             trade_id = path.rsplit("/", 1)[-1]
             kind = trade_id.split("-", 1)[0]
+            seen[trade_id] += 1
             if kind == "close":
                 break
             if kind == "hang":
@@ -82,6 +87,8 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 writer.write(_response(_trade("someone-else")))
             elif kind == "nan":
                 writer.write(_response(_trade(trade_id, price="NaN")))
+            elif kind == "flaky" and seen[trade_id] <= int(trade_id.split("-")[1]):
+                writer.write(_response(b'{"error": "upstream"}', "503 Service Unavailable"))
             else:
                 writer.write(_response(_trade(trade_id)))
             await writer.drain()
@@ -101,7 +108,10 @@ def fault_server() -> Iterator[str]:
     holder: dict[str, asyncio.Server] = {}
 
     async def start() -> None:
-        holder["server"] = await asyncio.start_server(_serve, "127.0.0.1", 0)
+        seen: Counter[str] = Counter()
+        holder["server"] = await asyncio.start_server(
+            lambda reader, writer: _serve(reader, writer, seen), "127.0.0.1", 0
+        )
         ready.set()
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)

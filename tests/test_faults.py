@@ -104,3 +104,49 @@ def test_connection_refused(tmp_path: Path, transport: str) -> None:
     assert failure["reason"] == "retries_exhausted"
     assert "connect_error" in failure["error"]
     assert report.stats.retries_by_cause == {"connect_error": 1}
+
+
+def test_errors_early_in_a_batch_hold_trades_back_until_the_budget_grows(
+    tmp_path: Path,
+) -> None:
+    """Five trades fail twice each, first in a batch of 40, with a budget of 2 retries plus
+    one for every five trades tried. The retries past the budget wait for it to grow instead
+    of failing: all 40 are fetched, and no retry is ever sent beyond the budget."""
+    ids = [f"flaky-2-{n}" for n in range(5)] + [f"ok-{n}" for n in range(35)]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    with fault_server() as url:
+        settings = Settings(
+            base_url=url,
+            concurrency=1,  # the audit's order is then the order of the sends
+            max_attempts=4,
+            retry_budget=0.2,
+            retry_budget_min=2,
+            backoff_base=0.01,
+            backoff_max=0.05,
+        )
+        job = Job(
+            settings=settings,
+            input_path=tmp_path / "ids.txt",
+            output_path=tmp_path / "trades.jsonl",
+            failures_path=tmp_path / "failed.jsonl",
+            audit_path=tmp_path / "audit.jsonl",
+            batch_id="B-held",
+        )
+        report = run_job(job, env={})
+    assert report.exit_code == ExitCode.OK
+    results = [
+        json.loads(x)["trade_id"] for x in (tmp_path / "trades.jsonl").read_text().splitlines()
+    ]
+    assert sorted(results) == sorted(ids)
+    events = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert {e["trade_id"] for e in events if e["event"] == "trade.retry_held"} >= {"flaky-2-1"}
+    first_attempts = retries = 0
+    for event in events:
+        if event["event"] in ("trade.attempt", "trade.fetched") and event["attempt"] == 1:
+            first_attempts += 1
+        if event["event"] in ("trade.retry_scheduled", "trade.retry_released"):
+            # Each retry is taken while those before it are under the budget.
+            assert retries < 2 + 0.2 * first_attempts
+            retries += 1
+    assert retries == 10
+    assert report.stats.retries_by_cause == {"server_error": 10}

@@ -51,6 +51,7 @@ USER_AGENT = f"trade-ingest/{__version__} (+https://pypi.org/project/trade-inges
 _ERROR_BODY_CAP = 64 * 1024
 # How often a trade in its own backoff looks whether the gateway has recovered.
 HEALTH_POLL = 0.1
+BUDGET_SPENT = "retry_budget_exhausted"
 
 
 def idempotency_key(trade_id: str) -> str:
@@ -175,6 +176,22 @@ class Failed:
     reason: str
     status: int | None
     attempts: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A trade whose next retry waits for the batch's retry budget to grow.
+
+    The budget grows with every first attempt, so a run of errors early in a
+    batch holds a few trades back rather than failing them; the batch takes
+    them up again once the budget allows (``TradeFetcher.release``).
+    """
+
+    trade_id: str
+    attempts: int
+    cause: Cause
+    status: int | None
     error: str
 
 
@@ -460,9 +477,45 @@ class TradeFetcher:
                 **fields,
             )
 
-    async def fetch(self, trade_id: str) -> Fetched | Failed:
-        """Try ``trade_id`` until it is fetched or a ``GiveUp`` says stop."""
-        attempt = 0
+    def budget_allows_retry(self) -> bool:
+        return self._budget.allows()
+
+    async def release(self, held: HeldBack) -> Fetched | Failed | HeldBack:
+        """Take up a held-back trade where it stopped, its retry now in the budget."""
+        self._budget.retries += 1
+        self._stats.retries_by_cause[held.cause.value] += 1
+        self._audit.emit(
+            "trade.retry_released",
+            trade_id=held.trade_id,
+            attempt=held.attempts,
+            cause=held.cause.value,
+            retries=self._budget.retries,
+            first_attempts=self._budget.first_attempts,
+        )
+        return await self.fetch(held.trade_id, attempts_made=held.attempts)
+
+    def give_up_held(self, held: HeldBack) -> Failed:
+        """A held-back trade's end when the budget will not grow enough: for the next run."""
+        detail = (
+            f"the batch's retry budget is spent ({self._budget.retries} retries); "
+            "the gateway looks unhealthy, run again later"
+        )
+        if held.error:
+            detail = f"{detail}: {held.error}"
+        self._audit.emit(
+            "trade.failed",
+            trade_id=held.trade_id,
+            attempt=held.attempts,
+            reason=BUDGET_SPENT,
+            status=held.status,
+            error=detail,
+        )
+        return Failed(held.trade_id, BUDGET_SPENT, held.status, held.attempts, detail)
+
+    async def fetch(self, trade_id: str, *, attempts_made: int = 0) -> Fetched | Failed | HeldBack:
+        """Try ``trade_id`` until it is fetched, a ``GiveUp`` says stop, or its next retry
+        waits for the retry budget (``HeldBack``); ``attempts_made``: before this call."""
+        attempt = attempts_made
         clock, pacer = self._clock, self.pacer
         while True:
             slot = await self._send_slot(trade_id, attempt)
@@ -487,6 +540,8 @@ class TradeFetcher:
                 return Fetched(trade_id, result.body, attempt, clock.wall())
             decision = self._decide(attempt, result, started)
             if isinstance(decision, GiveUp):
+                if decision.reason == BUDGET_SPENT:
+                    return self._hold_back(trade_id, attempt, result)
                 return self._give_up(trade_id, attempt, result, decision)
             self._announce_retry(trade_id, attempt, result, decision)
             if decision.batch_wide:
@@ -597,13 +652,22 @@ class TradeFetcher:
                 decision = replace(decision, delay=pause)
         elif isinstance(decision, Retry):
             if not self._budget.allows():
-                return GiveUp(
-                    "retry_budget_exhausted",
-                    f"the batch's retry budget is spent ({self._budget.retries} retries); "
-                    "the gateway looks unhealthy, run again later",
-                )
+                return GiveUp(BUDGET_SPENT, "the batch's retry budget is spent")
             self._budget.retries += 1
         return decision
+
+    def _hold_back(self, trade_id: str, attempt: int, result: _Attempt) -> HeldBack:
+        assert result.cause is not None  # noqa: S101 - only failed attempts get here
+        self._audit.emit(
+            "trade.retry_held",
+            trade_id=trade_id,
+            attempt=attempt,
+            cause=result.cause.value,
+            status=result.status,
+            retries=self._budget.retries,
+            first_attempts=self._budget.first_attempts,
+        )
+        return HeldBack(trade_id, attempt, result.cause, result.status, result.error)
 
     def _announce_retry(
         self, trade_id: str, attempt: int, result: _Attempt, decision: Retry

@@ -12,6 +12,7 @@ log calls them committed; the manifest beside it records every run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import importlib
@@ -46,7 +47,14 @@ from trade_ingest.errors import (
     OutputWriteError,
     UsageError,
 )
-from trade_ingest.fetch import Failed, Fetched, TradeFetcher, build_client, tls_verification
+from trade_ingest.fetch import (
+    Failed,
+    Fetched,
+    HeldBack,
+    TradeFetcher,
+    build_client,
+    tls_verification,
+)
 from trade_ingest.ids import (
     DuplicateId,
     HashingReader,
@@ -257,6 +265,9 @@ class Batch:
             deadline_at=None if deadline is None else clock.monotonic() + deadline,
         )
         self._work: asyncio.Queue[TradeId | None] = asyncio.Queue(job.settings.concurrency * 2)
+        # Trades whose next retry waits for the retry budget, oldest first.
+        self._held_back: collections.deque[HeldBack] = collections.deque()
+        self._workers_reading = job.settings.concurrency
 
     def _write(self, writer: JsonlWriter, line: bytes) -> None:
         try:
@@ -363,7 +374,10 @@ class Batch:
                 )
             )
 
-    def _record(self, outcome: Fetched | Failed) -> None:
+    def _record(self, outcome: Fetched | Failed | HeldBack) -> None:
+        if isinstance(outcome, HeldBack):
+            self._held_back.append(outcome)
+            return
         """A result is held for the next flush; a failure is written at once."""
         batch_id = self.job.batch_id
         if isinstance(outcome, Fetched):
@@ -461,24 +475,46 @@ class Batch:
             await self._work.put(None)
 
     async def _work_loop(self) -> None:
-        while (item := await self._work.get()) is not None:
+        while True:
+            if self._held_back and not self.stop.is_set and self._fetcher.budget_allows_retry():
+                await self._take_up(self._held_back.popleft())
+                continue
+            if (item := await self._work.get()) is None:
+                break
             if self.stop.is_set:
                 self._record_pending(item.value)
                 continue
-            try:
-                if self._fetcher.past_deadline(self._clock.monotonic()):
-                    outcome: Fetched | Failed = self._fetcher.deadline_failure(item.value)
-                else:
-                    outcome = await self._fetcher.fetch(item.value)
-                self._record(outcome)
-            except OutputWriteError as exc:  # the audit log or an output could not be written
-                self.stop.set("write_error", exc)
-                self._record_pending(item.value)
-            except OutputClosed:
-                self._record_pending(item.value)
-            except asyncio.CancelledError:  # the grace period after a signal ran out
-                self._record_pending(item.value)
-                raise
+            await self._take_up(item)
+        self._workers_reading -= 1
+        # The input is done. Held-back trades get what the budget allows; the last
+        # worker to finish gives up the rest, as no more first attempts will grow it.
+        while self._held_back and not self.stop.is_set:
+            if self._fetcher.budget_allows_retry():
+                await self._take_up(self._held_back.popleft())
+            elif self._workers_reading:
+                return
+            else:
+                self._record(self._fetcher.give_up_held(self._held_back.popleft()))
+
+    async def _take_up(self, item: TradeId | HeldBack) -> None:
+        """Fetch a new trade, or a held-back one where it stopped, and record the outcome."""
+        trade_id = item.value if isinstance(item, TradeId) else item.trade_id
+        try:
+            if self._fetcher.past_deadline(self._clock.monotonic()):
+                outcome: Fetched | Failed | HeldBack = self._fetcher.deadline_failure(trade_id)
+            elif isinstance(item, TradeId):
+                outcome = await self._fetcher.fetch(trade_id)
+            else:
+                outcome = await self._fetcher.release(item)
+            self._record(outcome)
+        except OutputWriteError as exc:  # the audit log or an output could not be written
+            self.stop.set("write_error", exc)
+            self._record_pending(trade_id)
+        except OutputClosed:
+            self._record_pending(trade_id)
+        except asyncio.CancelledError:  # the grace period after a signal ran out
+            self._record_pending(trade_id)
+            raise
 
     async def run(self, source: Readable) -> None:
         feed = _IdFeed(
@@ -518,6 +554,9 @@ class Batch:
             await asyncio.gather(producer, *workers, return_exceptions=True)
             raise
         finally:
+            # Stopped (or a bug) before their budget came: for the next run.
+            while self._held_back:
+                self._record_pending(self._held_back.popleft().trade_id)
             feed.close()
             stopping.cancel()
             if self._flush_timer is not None:

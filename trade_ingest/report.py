@@ -203,7 +203,7 @@ def build_report(lines: Iterable[bytes], top: int = 10) -> AuditReport:
             _attempt(report, event, when, in_flight)
         elif kind in _FINAL:
             _final(report, event, kind, when, in_flight, top)
-        elif kind == "trade.retry_scheduled":
+        elif kind in ("trade.retry_scheduled", "trade.retry_released"):
             report.retries_by_cause[str(event.get("cause"))] += 1
             if "hint" in event:
                 key = (str(event.get("trade_id")), int(event.get("attempt") or 0))

@@ -6,8 +6,9 @@ moment a worker is free and the limiter would admit it. Against the simulator
 that schedule is computed here, without a socket: the same limiter, and the
 same seeded latencies, drawn in the order requests are admitted (as the gateway
 draws them). Its busy time (first request to last answer) is what no client
-can beat by much. Faults (drops, 5xx) are left out: with them the figure is an
-upper bound on what a client could reach, not a close one.
+can beat by much. Faults (drops, 5xx) are left out. Against 5xx the benchmark
+asks instead for ``trades`` plus the 5xx answers a client met: the gateway
+counts each against its limit, so no client could finish those sooner.
 """
 
 from __future__ import annotations
