@@ -861,7 +861,18 @@ class Pacer:
         modelled = span is not None and self.configured is None and quota.remaining is not None
         # A window read from resets is trusted as one when it is sure and longer
         # than a second: a sub-second refill, rounded up, also reads as a second.
-        read = self._window_estimate_sure and (self.window_estimate or 0.0) > HINT_RESOLUTION
+        # A second is trusted once the quota came back in a lump (a bucket's
+        # refill over a pause looks so too, but the log then learns from the
+        # counts reported that it forgets sooner); not for a quota of one or two,
+        # whose whole-second resets are tried sooner instead (EARLY_LIMIT).
+        read = self._window_estimate_sure and (
+            (self.window_estimate or 0.0) > HINT_RESOLUTION
+            or (
+                self.lumpy
+                and (self.window_estimate or 0.0) >= HINT_RESOLUTION
+                and (self.limit or 0) > EARLY_LIMIT
+            )
+        )
         if modelled and not self.logging and (self.window_stated or read):
             # Pace by the send log from now on. The requests in flight were sent
             # unlogged, and this report (for a request sent by ``now``) does not
