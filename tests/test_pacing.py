@@ -1013,28 +1013,49 @@ from trade_ingest.simulator.limits import (  # noqa: E402
 
 
 def test_two_hinted_throttles_give_the_window_and_its_quota() -> None:
-    """40 got through from one Retry-After's end to the next's, 2 s apart: 40 per 2 s,
-    spent as a window's quota is (at once), not spread at 20/s."""
+    """40 got through from one Retry-After's end to the next's, 3 s apart: 40 per 3 s,
+    spent as a window's quota is (at once), not spread at 13/s."""
     pacer = Pacer()
     pacer.on_response()
     assert pacer.on_throttled(0.1, sent_at=0.09, pause=1.9, hinted=True) is None
     for n in range(38):
         pacer.on_success(2.01 + n * 0.001, sent_at=2.0 + n * 0.001)
-    assert pacer.on_throttled(2.05, sent_at=2.045, pause=1.95, hinted=True) is None  # to 4.0
+    assert pacer.on_throttled(2.05, sent_at=2.045, pause=2.95, hinted=True) is None  # to 5.0
     # Sent before the throttled request, answered after its 429: they count too.
     pacer.on_success(2.06, sent_at=2.038)
     pacer.on_success(2.07, sent_at=2.039)
     pacer.on_success(2.08, sent_at=2.046)  # sent after it: another window's
-    event = pacer.on_resume(4.0)
+    event = pacer.on_resume(5.0)
     assert event is not None
     assert event.name == "pacing.rate_learned"
     assert event.fields["limit"] == 40
-    assert event.fields["window_s"] == pytest.approx(2.0)
+    assert event.fields["window_s"] == pytest.approx(3.0)
     # At the pause's end the last window's sends are still in the log: the
     # quota comes back as they age, in the same burst, one window later.
-    first = pacer.reserve(4.0)
-    assert first == pytest.approx(2.0 + 2.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
-    assert slots(pacer, first, 39)[-1] == pytest.approx(2.039 + 2.0 * (1 + WINDOW_SLACK) + 0.01)
+    first = pacer.reserve(5.0)
+    assert first == pytest.approx(2.0 + 3.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert slots(pacer, first, 39)[-1] == pytest.approx(2.039 + 3.0 * (1 + WINDOW_SLACK) + 0.01)
+
+
+@pytest.mark.parametrize(
+    ("measured", "tried"), [(1.2, 0.6), (2.0, 1.0), (2.4, 1.4), (2.5, 2.5), (4.0, 4.0)]
+)
+def test_a_window_measured_from_late_ends_is_tried_as_short_as_it_may_be(
+    measured: float, tried: float
+) -> None:
+    """Each end of two hinted pauses may be a resolution (a second) late: an HTTP-date
+    rounded up, read on a server clock known to the second. A one-second window so
+    measured as two (a sweep's fixed 16/s: 0.53 of its rate for a whole run) is tried at
+    once a second shorter, twice as fast at most; windows from 2.5 s on are kept."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_throttled(0.1, sent_at=0.09, pause=0.9, hinted=True)
+    for n in range(16):
+        pacer.on_success(1.0 + n * 0.001, sent_at=1.0 + n * 0.001)
+    pacer.on_throttled(1.02, sent_at=1.017, pause=measured - 0.02, hinted=True)
+    event = pacer.on_resume(1.0 + measured)
+    assert event is not None
+    assert (event.fields["limit"], event.fields["window_s"]) == (16, pytest.approx(tried))
 
 
 def test_a_quota_of_one_answered_after_the_next_429_still_gives_the_window() -> None:
@@ -1082,29 +1103,29 @@ def test_throttles_without_a_hint_do_not_measure_a_window() -> None:
     assert not pacer.window_learned
 
 
-def _learned_ten_per_two_seconds() -> Pacer:
-    """Ten through between two Retry-After ends 2 s apart; the batch resumes at 3.0."""
+def _learned_ten_per_three_seconds() -> Pacer:
+    """Ten through between two Retry-After ends 3 s apart; the batch resumes at 4.0."""
     pacer = Pacer()
     pacer.on_response()
     pacer.on_throttled(0.1, sent_at=0.09, pause=0.9, hinted=True)
     for n in range(10):
         pacer.on_success(1.0 + n * 0.001, sent_at=1.0 + n * 0.001)
-    pacer.on_throttled(1.02, sent_at=1.011, pause=1.98, hinted=True)
-    pacer.on_resume(3.0)
+    pacer.on_throttled(1.02, sent_at=1.011, pause=2.98, hinted=True)
+    pacer.on_resume(4.0)
     return pacer
 
 
 def test_a_429_under_the_learned_window_takes_back_the_probe_then_the_burst() -> None:
-    pacer = _learned_ten_per_two_seconds()
-    assert (pacer.limit, pacer.window) == (10, pytest.approx(2.0))
+    pacer = _learned_ten_per_three_seconds()
+    assert (pacer.limit, pacer.window) == (10, pytest.approx(3.0))
     # Held back by the log without a 429 (for at least ten times the last pause, what a
     # failed try would cost): try a shorter window.
-    now = 3.0
-    while pacer.probe_factor == 1.0 and now < 60.0:
+    now = 4.0
+    while pacer.probe_factor == 1.0 and now < 80.0:
         now = max(now, slots(pacer, now, 1)[0])
         pacer.on_success(now + 0.001, sent_at=now)
     assert pacer.probe_factor > 1.0
-    assert now >= 3.0 + 1.98 / TRY_COST_SHARE
+    assert now >= 4.0 + 2.98 / TRY_COST_SHARE
     before = pacer.probe_factor
     event = pacer.on_throttled(now + 0.01, sent_at=now + 0.005, pause=1.0, hinted=True)
     assert event is not None
@@ -1116,7 +1137,7 @@ def test_a_429_under_the_learned_window_takes_back_the_probe_then_the_burst() ->
     event = pacer.on_throttled(now + 0.02, sent_at=now + 0.015, pause=1.0, hinted=True)
     assert event is not None
     assert event.fields["reason"] == "429_even_pace"
-    assert (pacer.limit, pacer.window) == (1, pytest.approx(2.0 / 9 / 0.97))
+    assert (pacer.limit, pacer.window) == (1, pytest.approx(3.0 / 9 / 0.97))
     event = pacer.on_throttled(now + 0.04, sent_at=now + 0.035, pause=1.0, hinted=True)
     assert event is not None
     assert event.fields["reason"] == "429_slower"
@@ -1582,8 +1603,8 @@ def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
 def test_a_429_at_the_held_window_evens_out_that_window_not_the_first() -> None:
     """A burst not taken again is kept at its rate, evenly: the rate of the window
     in use (shortened by the tries that held), not of the one first learned."""
-    pacer = _learned_ten_per_two_seconds()
-    now, probes = 3.0, []
+    pacer = _learned_ten_per_three_seconds()
+    now, probes = 4.0, []
     while len(probes) < 2:
         now, more = _pace(pacer, now, now + 0.2)
         probes += more

@@ -194,6 +194,9 @@ LEARNED_CUT = 0.05
 NEAR_LIMIT = 0.9
 NEAR_LIMIT_WAIT = 8.0
 HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
+# A window measured from the ends of two hinted pauses shorter than this many
+# resolutions is tried shorter at once (see ``on_resume``).
+SHORT_WINDOW_READINGS = 2.5
 BURST_SHARE = 0.125
 LEARNED_PROBE_SPANS = 4
 LEARNED_PROBE_STEP = 1.1
@@ -451,6 +454,9 @@ class Pacer:
         # the pause of the last 429 that began a row: what a failed try costs.
         self._learned_at: float | None = None
         self._tries_cost = 0.0
+        # Whether the try in force is the one a window measured from late ends begins
+        # with (``on_resume``): part of measuring it, its failure is not charged.
+        self._measuring_try = False
         self._last_pause = 0.0
         # When the current try began, and how many sent since then got through.
         self._probe_started: float | None = None
@@ -677,7 +683,10 @@ class Pacer:
             self._paced_slots.remove(slot)
 
     def _reserve_in_window(self, now: float, limit: int, span: float) -> float | None:
-        scouting = self.window_learned and self._window_floor is not None and limit > 1
+        # A window learned with a floor under it, or one being tried shorter, opens
+        # each burst with one request: a try that fails costs one 429, not a burst's.
+        trying = self.probe_factor > self._probe_held
+        scouting = self.window_learned and (self._window_floor is not None or trying) and limit > 1
         if scouting and self._scout_at is not None:
             if now < self._scout_at + SCOUT_PATIENCE * span:
                 return None  # the burst waits for its first request's answer
@@ -1311,15 +1320,19 @@ class Pacer:
             return None
         window = end - start
         self._learn_from(now, sends, window, HINT_RESOLUTION)
-        if window < 1.5 * HINT_RESOLUTION:
+        if window < SHORT_WINDOW_READINGS * HINT_RESOLUTION:
             # Both ends may be up to a hint's resolution late: a window about
             # as short as that only bounds the rate from below (a token bucket's
-            # sub-second wait reads as a whole second). The first try is at
-            # once, and twice as fast; the next, after two windows (a fixed
-            # window's turn may let a try too far pass the first); if one
-            # fails, the usual wait.
-            self._start_try(now, PROBE_STEP)
-            self._probe_spans, self._probe_step = 2, PROBE_STEP
+            # sub-second wait reads as a whole second), and one of two may be
+            # half as long (a one-second window whose second end was a second
+            # late). The first try is at once, as short as it may be (at most
+            # twice as fast); the next, after two windows (a fixed window's turn
+            # may let a try too far pass the first); if one fails, the usual wait.
+            shortest = window - HINT_RESOLUTION
+            step = PROBE_STEP if shortest <= 0.5 * window else window / shortest
+            self._start_try(now, step)
+            self._measuring_try = True
+            self._probe_spans, self._probe_step = 2, step
             self._probe_failures_spans = LEARNED_PROBE_SPANS / 2
         return self._window_event("429_window")
 
@@ -1442,7 +1455,8 @@ class Pacer:
         if self.probe_factor > self._probe_held:
             longer = NEAR_LIMIT_WAIT if self._held_near_limit(sent_at) else 2.0
             self.probe_factor = self._probe_held
-            self._tries_cost += self._last_pause
+            if not self._measuring_try:
+                self._tries_cost += self._last_pause
             self._probe_failures_spans *= longer
             self._probe_spans = self._probe_failures_spans
             self._probe_step = 1.0
@@ -1553,6 +1567,7 @@ class Pacer:
         return self._window_event("probing")
 
     def _start_try(self, now: float, step: float) -> None:
+        self._measuring_try = False
         self._probe_held = self.probe_factor
         self.probe_factor *= step
         self._learned_quiet_since = self._probe_started = now
