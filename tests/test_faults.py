@@ -142,7 +142,7 @@ def test_errors_early_in_a_batch_hold_trades_back_until_the_budget_grows(
     assert {e["trade_id"] for e in events if e["event"] == "trade.retry_held"} >= {"flaky-2-1"}
     first_attempts = retries = 0
     for event in events:
-        if event["event"] in ("trade.attempt", "trade.fetched") and event["attempt"] == 1:
+        if event["event"] == "trade.attempt" and event["attempt"] == 1:
             first_attempts += 1
         if event["event"] in ("trade.retry_scheduled", "trade.retry_released"):
             # Each retry is taken while those before it are under the budget.
@@ -150,3 +150,34 @@ def test_errors_early_in_a_batch_hold_trades_back_until_the_budget_grows(
             retries += 1
     assert retries == 10
     assert report.stats.retries_by_cause == {"server_error": 10}
+
+
+def test_held_back_trades_the_budget_never_covers_are_left_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """No retries at all in the budget: the failing trades are held back, then, once every
+    trade has been tried, recorded as retry_budget_exhausted (exit 75), never retried."""
+    ids = [f"flaky-1-{n}" for n in range(6)] + [f"ok-{n}" for n in range(10)]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    with fault_server() as url:
+        settings = Settings(
+            base_url=url, concurrency=4, max_attempts=4, retry_budget=0.0, retry_budget_min=0
+        )
+        job = Job(
+            settings=settings,
+            input_path=tmp_path / "ids.txt",
+            output_path=tmp_path / "trades.jsonl",
+            failures_path=tmp_path / "failed.jsonl",
+            audit_path=tmp_path / "audit.jsonl",
+            batch_id="B-held",
+        )
+        report = run_job(job, env={})
+    assert report.exit_code == ExitCode.TEMP_FAIL
+    failures = [json.loads(x) for x in (tmp_path / "failed.jsonl").read_text().splitlines()]
+    assert sorted(f["trade_id"] for f in failures) == sorted(ids[:6])
+    assert {(f["reason"], f["attempts"]) for f in failures} == {("retry_budget_exhausted", 1)}
+    events = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("trade.retry_held") == 6
+    assert "trade.retry_released" not in kinds
+    assert kinds.count("trade.attempt") == len(ids)  # one request each: nothing retried

@@ -375,10 +375,11 @@ class Batch:
             )
 
     def _record(self, outcome: Fetched | Failed | HeldBack) -> None:
+        """A result is held for the next flush; a failure is written at once; a trade held
+        back for the retry budget waits in ``_held_back``."""
         if isinstance(outcome, HeldBack):
             self._held_back.append(outcome)
             return
-        """A result is held for the next flush; a failure is written at once."""
         batch_id = self.job.batch_id
         if isinstance(outcome, Fetched):
             line = result_line(
