@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,19 +41,23 @@ TRANSPORTS = ["httpcore", "aiohttp"]
 
 
 def run(tmp_path: Path, base_url: str, ids: list[str], transport: str) -> RunReport:
-    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     settings = Settings(
         base_url=base_url,
         concurrency=len(ids),
         http_transport=transport,
         **SETTINGS,  # type: ignore[arg-type]
     )
+    return _run_job(tmp_path, ids, settings)
+
+
+def _run_job(directory: Path, ids: list[str], settings: Settings) -> RunReport:
+    (directory / "ids.txt").write_text("\n".join(ids) + "\n")
     job = Job(
         settings=settings,
-        input_path=tmp_path / "ids.txt",
-        output_path=tmp_path / "trades.jsonl",
-        failures_path=tmp_path / "failed.jsonl",
-        audit_path=tmp_path / "audit.jsonl",
+        input_path=directory / "ids.txt",
+        output_path=directory / "trades.jsonl",
+        failures_path=directory / "failed.jsonl",
+        audit_path=directory / "audit.jsonl",
         batch_id="B-faults",
     )
     return run_job(job, env={})
@@ -106,6 +111,12 @@ def test_connection_refused(tmp_path: Path, transport: str) -> None:
     assert report.stats.retries_by_cause == {"connect_error": 1}
 
 
+def _run_budgeted(tmp_path: Path, ids: list[str], **settings: Any) -> RunReport:
+    """``ids`` against the fault server, up to four attempts each, with ``settings``."""
+    with fault_server() as url:
+        return _run_job(tmp_path, ids, Settings(base_url=url, max_attempts=4, **settings))
+
+
 def test_errors_early_in_a_batch_hold_trades_back_until_the_budget_grows(
     tmp_path: Path,
 ) -> None:
@@ -113,26 +124,15 @@ def test_errors_early_in_a_batch_hold_trades_back_until_the_budget_grows(
     one for every five trades tried. The retries past the budget wait for it to grow instead
     of failing: all 40 are fetched, and no retry is ever sent beyond the budget."""
     ids = [f"flaky-2-{n}" for n in range(5)] + [f"ok-{n}" for n in range(35)]
-    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    with fault_server() as url:
-        settings = Settings(
-            base_url=url,
-            concurrency=1,  # the audit's order is then the order of the sends
-            max_attempts=4,
-            retry_budget=0.2,
-            retry_budget_min=2,
-            backoff_base=0.01,
-            backoff_max=0.05,
-        )
-        job = Job(
-            settings=settings,
-            input_path=tmp_path / "ids.txt",
-            output_path=tmp_path / "trades.jsonl",
-            failures_path=tmp_path / "failed.jsonl",
-            audit_path=tmp_path / "audit.jsonl",
-            batch_id="B-held",
-        )
-        report = run_job(job, env={})
+    report = _run_budgeted(
+        tmp_path,
+        ids,
+        concurrency=1,  # the audit's order is then the order of the sends
+        retry_budget=0.2,
+        retry_budget_min=2,
+        backoff_base=0.01,
+        backoff_max=0.05,
+    )
     assert report.exit_code == ExitCode.OK
     results = [
         json.loads(x)["trade_id"] for x in (tmp_path / "trades.jsonl").read_text().splitlines()
@@ -158,20 +158,7 @@ def test_held_back_trades_the_budget_never_covers_are_left_for_the_next_run(
     """No retries at all in the budget: the failing trades are held back, then, once every
     trade has been tried, recorded as retry_budget_exhausted (exit 75), never retried."""
     ids = [f"flaky-1-{n}" for n in range(6)] + [f"ok-{n}" for n in range(10)]
-    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    with fault_server() as url:
-        settings = Settings(
-            base_url=url, concurrency=4, max_attempts=4, retry_budget=0.0, retry_budget_min=0
-        )
-        job = Job(
-            settings=settings,
-            input_path=tmp_path / "ids.txt",
-            output_path=tmp_path / "trades.jsonl",
-            failures_path=tmp_path / "failed.jsonl",
-            audit_path=tmp_path / "audit.jsonl",
-            batch_id="B-held",
-        )
-        report = run_job(job, env={})
+    report = _run_budgeted(tmp_path, ids, concurrency=4, retry_budget=0.0, retry_budget_min=0)
     assert report.exit_code == ExitCode.TEMP_FAIL
     failures = [json.loads(x) for x in (tmp_path / "failed.jsonl").read_text().splitlines()]
     assert sorted(f["trade_id"] for f in failures) == sorted(ids[:6])
