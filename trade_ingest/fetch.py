@@ -369,7 +369,7 @@ class TradeFetcher:
 
     def _deadline_give_up(self, trade_id: str, attempt: int) -> Failed:
         detail = "the run's deadline has passed or would pass while waiting; run again later"
-        return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
+        return self._give_up(trade_id, attempt, GiveUp("deferred", detail))
 
     async def _send_slot(self, trade_id: str, attempt: int) -> Failed | float:
         """Wait until this worker may send: no pause in force, and its paced slot reached.
@@ -388,7 +388,7 @@ class TradeFetcher:
                     f"batch paused for {blocked:.0f}s more, over max_wait "
                     f"{self._policy.max_wait:g}s; run again later"
                 )
-                return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
+                return self._give_up(trade_id, attempt, GiveUp("deferred", detail))
             if self.past_deadline(now + blocked):
                 return self._deadline_give_up(trade_id, attempt)
             if blocked > 0:
@@ -431,7 +431,7 @@ class TradeFetcher:
             f"the gateway's rate allows the next request in {wait:.0f}s, over "
             f"max_wait {self._policy.max_wait:g}s; run again later"
         )
-        return self._give_up(trade_id, attempt, None, GiveUp("deferred", detail))
+        return self._give_up(trade_id, attempt, GiveUp("deferred", detail))
 
     async def _sleep_to(self, slot: float, now: float) -> float | None:
         """Sleep towards ``slot``, taking a sooner one if it opens; returns the slot reached,
@@ -500,17 +500,8 @@ class TradeFetcher:
             f"the batch's retry budget is spent ({self._budget.retries} retries); "
             "the gateway looks unhealthy, run again later"
         )
-        if held.error:
-            detail = f"{detail}: {held.error}"
-        self._audit.emit(
-            "trade.failed",
-            trade_id=held.trade_id,
-            attempt=held.attempts,
-            reason=BUDGET_SPENT,
-            status=held.status,
-            error=detail,
-        )
-        return Failed(held.trade_id, BUDGET_SPENT, held.status, held.attempts, detail)
+        decision = GiveUp(BUDGET_SPENT, detail)
+        return self._give_up(held.trade_id, held.attempts, decision, held.status, held.error)
 
     async def fetch(self, trade_id: str, *, attempts_made: int = 0) -> Fetched | Failed | HeldBack:
         """Try ``trade_id`` until it is fetched, a ``GiveUp`` says stop, or its next retry
@@ -539,10 +530,10 @@ class TradeFetcher:
                 )
                 return Fetched(trade_id, result.body, attempt, clock.wall())
             decision = self._decide(attempt, result, started)
+            if decision is None:
+                return self._hold_back(trade_id, attempt, result)
             if isinstance(decision, GiveUp):
-                if decision.reason == BUDGET_SPENT:
-                    return self._hold_back(trade_id, attempt, result)
-                return self._give_up(trade_id, attempt, result, decision)
+                return self._give_up(trade_id, attempt, decision, result.status, result.error)
             self._announce_retry(trade_id, attempt, result, decision)
             if decision.batch_wide:
                 # The gateway's own time is when its quota is back: everyone
@@ -625,8 +616,9 @@ class TradeFetcher:
         else:
             pacer.on_response()
 
-    def _decide(self, attempt: int, result: _Attempt, started: float) -> Retry | GiveUp:
-        """The policy's decision, held to the batch's retry budget."""
+    def _decide(self, attempt: int, result: _Attempt, started: float) -> Retry | GiveUp | None:
+        """The policy's decision, held to the batch's retry budget (None: a retry the budget
+        cannot take yet)."""
         assert result.cause is not None  # noqa: S101 - only failed attempts get here
         hint = None
         if result.status:
@@ -652,7 +644,7 @@ class TradeFetcher:
                 decision = replace(decision, delay=pause)
         elif isinstance(decision, Retry):
             if not self._budget.allows():
-                return GiveUp(BUDGET_SPENT, "the batch's retry budget is spent")
+                return None
             self._budget.retries += 1
         return decision
 
@@ -695,12 +687,16 @@ class TradeFetcher:
         self._audit.emit("trade.retry_scheduled", **event)
 
     def _give_up(
-        self, trade_id: str, attempt: int, result: _Attempt | None, decision: GiveUp
+        self,
+        trade_id: str,
+        attempt: int,
+        decision: GiveUp,
+        status: int | None = None,
+        cause_error: str = "",
     ) -> Failed:
-        status = result.status if result else None
-        error = decision.detail
-        if result is not None and result.error:
-            error = f"{decision.detail}: {result.error}"
+        """Record a trade's end: ``decision``'s reason and detail, and the last attempt's
+        status and error (``cause_error``), if it had one."""
+        error = f"{decision.detail}: {cause_error}" if cause_error else decision.detail
         self._audit.emit(
             "trade.failed",
             trade_id=trade_id,

@@ -874,13 +874,10 @@ class Pacer:
         # refill over a pause looks so too, but the log then learns from the
         # counts reported that it forgets sooner); not for a quota of one or two,
         # whose whole-second resets are tried sooner instead (EARLY_LIMIT).
+        estimate = self.window_estimate or 0.0
+        lump_of_a_second = self.lumpy and estimate >= HINT_RESOLUTION
         read = self._window_estimate_sure and (
-            (self.window_estimate or 0.0) > HINT_RESOLUTION
-            or (
-                self.lumpy
-                and (self.window_estimate or 0.0) >= HINT_RESOLUTION
-                and (self.limit or 0) > EARLY_LIMIT
-            )
+            estimate > HINT_RESOLUTION or (lump_of_a_second and (self.limit or 0) > EARLY_LIMIT)
         )
         if modelled and not self.logging and (self.window_stated or read):
             # Pace by the send log from now on. The requests in flight were sent
