@@ -88,6 +88,8 @@ from trade_ingest.pacing import (  # noqa: E402
     EARLY_RETRY_AFTER,
     HEADER_MARGIN,
     PROBE_BACK,
+    REFILL_SCOUT_PASSES,
+    REFILL_SCOUT_SHARE,
     REFUSAL_DOUBLING,
     REFUSAL_STEP,
     SEEK_STEP,
@@ -1352,6 +1354,115 @@ def test_a_small_bucket_told_by_whole_second_resets_is_drawn_on_at_its_pace(
     assert len(through) == 200
     assert 200 / rate / (through[-1] - 1000.0) >= 0.5
     assert len(batch.sends) - 200 <= 5
+
+
+def _spend_a_lump(pacer: Pacer, now: float, limit: int) -> float | None:
+    """Send ``limit`` at ``now`` (the log allowing) and answer them 5 ms later, the last
+    reporting the quota spent with a reset of "1"; the pause that answer brings."""
+    sent = [pacer.reserve(now) for _ in range(limit)]
+    assert sent == [now] * limit
+    pause = None
+    for left in range(limit - 1, -1, -1):
+        _, pause = pacer.on_quota(now + 0.005, Quota(limit, left, 1.0), sent_at=now)
+    return pause
+
+
+def _lumpy_log(limit: int) -> Pacer:
+    pacer = _lumpy_one_second_window(limit)
+    pacer.on_quota(1.03, Quota(limit=limit, remaining=limit - 2, reset=1.0), sent_at=1.02)
+    assert pacer.logging
+    return pacer
+
+
+def test_a_spent_one_second_window_sends_a_refill_scout_and_five_through_make_a_bucket() -> None:
+    """A one-second window read from whole-second resets and kept to by the log, spent:
+    the batch waits for the reset but for one request, an eighth of a second after the
+    last send. Through, with quota left, five times in a row: no window of a second gives
+    quota back so soon, and the gateway is paced as a bucket from then on (kind
+    ``bucket``), at least as fast as the scouts saw it refill (4 in an eighth: 32/s)."""
+    pacer, now = _lumpy_log(5), 3.0
+    events: list[PacingEvent | None] = []
+    for _ in range(REFILL_SCOUT_PASSES):
+        pause = _spend_a_lump(pacer, now, 5)
+        assert pause == pytest.approx(REFILL_SCOUT_SHARE - 0.005)
+        scout = now + 0.005 + pause
+        assert pacer.reserve(scout) == scout
+        held = pacer.reserve(scout)
+        assert held is not None and held >= now + 1.0  # the rest keep to the window
+        pacer.cancel(held)
+        events.append(pacer.on_quota(scout + 0.005, Quota(5, 4, 1.0), sent_at=scout)[0])
+        assert pacer.logging is (len(events) < REFILL_SCOUT_PASSES)
+        now += 1.2  # the scout out of the log too
+    assert events[:-1] == [None] * (REFILL_SCOUT_PASSES - 1)
+    last = events[-1]
+    assert last is not None and last.name == "pacing.window_learned"
+    assert last.fields["kind"] == "bucket" and pacer.refills_faster
+    assert (pacer.rate or 0.0) >= HEADER_MARGIN * 4 / REFILL_SCOUT_SHARE
+    assert not pacer.lumpy
+
+
+def test_a_refused_refill_scout_waits_eight_seconds_then_twice_as_long() -> None:
+    """On a real window the scout is refused (one 429, its Retry-After waited out): the
+    spent quotas after it wait the whole reset until the next scout, 8 s later, and 16 s
+    after that one is refused too."""
+    pacer, now = _lumpy_log(5), 3.0
+    scouts = []
+    while now < 40.0:
+        pause = _spend_a_lump(pacer, now, 5)
+        assert pause is not None
+        if pause < 1.0:
+            scout = now + 0.005 + pause
+            assert pacer.reserve(scout) == scout
+            scouts.append(round(scout - 3.0))
+            pacer.on_quota(scout + 0.005, Quota(5, 0, 1.0), sent_at=scout, throttled=True)
+            pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
+        now += 1.2
+    assert scouts == [0, 9, 25]
+    assert pacer.logging and not pacer.refills_faster
+
+
+@pytest.mark.parametrize("limit", [3, 5])
+def test_more_through_than_any_window_of_the_resets_allows_makes_a_bucket(limit: int) -> None:
+    """Paced by rate (the window a reset of "1", nothing back in a lump), the headroom
+    probe raises the pace; once more got through without a 429 than a window of ``limit``
+    a second could let through in the time (one more window's worth for a fixed one's
+    turn), the gateway is a bucket refilling at least what went beyond its burst."""
+    pacer, now, learned = Pacer(), 0.0, []
+    while now < 6.0 and not pacer.refills_faster:
+        assert pacer.reserve(now) == now  # what the last report left, sent at once
+        event, _ = pacer.on_quota(now + 0.004, Quota(limit, limit - 1, 1.0), sent_at=now)
+        pacer.on_success(now + 0.004, now)
+        learned += [event.fields.get("kind")] if event is not None else []
+        now += 0.1  # ten a second, all through
+    assert pacer.refills_faster and not pacer.logging
+    assert learned[-1] == "bucket"
+    assert now <= 1.0 + limit * 0.5  # ten a second for a few seconds
+    assert (pacer.rate or 0.0) >= HEADER_MARGIN * 5  # at least (through - limit) / time
+
+
+@pytest.mark.parametrize(
+    ("rate", "window", "burst", "least"),
+    [(71, 2.0, 3, 0.55), (40, 1.0, 5, 0.75), (20, 1.0, 10, 0.85), (20, 1.0, 3, 0.7)],
+)
+def test_a_bucket_refilling_far_faster_than_its_whole_second_resets_is_drawn_on(
+    rate: int, window: float, burst: int, least: float
+) -> None:
+    """A bucket of 3-10 refilling 20-36 times a second reads "1" after every spent quota,
+    and a full one after every pause, as a window of its burst a second does: kept to as
+    one, eight workers got its burst a second, 0.13-0.51 of its rate (a sweep's 35.5/s
+    burst 3 timed out). Found a bucket (refill scouts, or more through than such a window
+    allows), it is paced by rate, doubled while it never runs dry and bisected once it
+    does: at least 0.55-0.85 of its rate, with at most six requests refused."""
+    gateway = make_limiter("token", rate, window, burst)
+    trades = 300
+    batch = _workers(gateway, workers=8, trades=trades, latency=0.004, seed=1, told=True,
+                     start=1000.0)  # fmt: skip
+    through = [t for t, ok in batch.sends if ok]
+    assert len(through) == trades
+    assert trades / (rate / window) / (through[-1] - 1000.0) >= least
+    assert len(batch.sends) - trades <= 6
+    kinds = [e.fields.get("kind") for _, e in batch.events if e.name == "pacing.window_learned"]
+    assert "bucket" in kinds
 
 
 @pytest.mark.parametrize(

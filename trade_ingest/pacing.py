@@ -237,6 +237,28 @@ EARLY_RETRY_AFTER = 8.0
 EARLY_LADDER = 4.0
 EARLY_LAST_TRY = 0.5
 EARLY_BACK = 4.0
+# A one-second window read from whole-second resets, kept to by the send log, may be a
+# bucket refilling many times a second (its few milliseconds to the next token read "1",
+# and a full bucket after a pause looks like a window's lump): kept to, the batch
+# would get the bucket's burst a second, and never see more. While the log holds the
+# batch back (its next slot half a window off or more), one request, a refill scout, goes
+# REFILL_SCOUT_SHARE of a second after the last send (a quota spent pauses the batch until
+# then, not until the reset). Through, quota came back sooner than such a window gives it;
+# REFILL_SCOUT_PASSES in a row, and the gateway is a bucket (``_pace_as_a_bucket``): paced
+# by rate from then on, no slower than the most the scouts saw come back a second. Refused,
+# it cost one 429 and about that share of a second (its Retry-After ends when the window
+# turns, rounded up from later), and nothing else: the pace stands; the next scout waits
+# REFILL_SCOUT_WAIT, twice as long after each. Scouts go only once the window has read a
+# second for REFILL_SCOUT_READ seconds: a longer window whose turn is under a second off
+# reads so too, until the report after its turn. More through without a 429 than any
+# window of the quota read allows (``_watch_headroom``) makes a bucket too.
+REFILL_SCOUT_SHARE = 0.125
+REFILL_SCOUT_READ = 2.0
+REFILL_SCOUT_PASSES = 5
+REFILL_SCOUT_WAIT = 8.0
+# Paced as a bucket, the pace doubles each period it does not run the quota dry, then is
+# bisected between what held and what ran dry, to within this share.
+BUCKET_PRECISION = 0.05
 # The gateway forgetting this share of the quota (or 2 requests) sooner than
 # a sliding window would: its windows are fixed, and their quota comes back in
 # one lump at the reset.
@@ -394,6 +416,31 @@ class Pacer:
         # Whether quota comes back in lumps (a window turning) rather than a
         # token at a time: then a spent quota means waiting for the reset.
         self.lumpy = False
+        # Whether the gateway was seen to give quota back faster than the window its
+        # resets read allows (a bucket): then no window is read from them again.
+        self.refills_faster = False
+        # A refill scout (see REFILL_SCOUT_SHARE): when it went, the send before it, and
+        # when the log would have sent the next (a request sent from then on tells
+        # nothing of the window); scouts through in a row, the most a second they saw
+        # come back, when the next may go; whether the last reset was told to the second.
+        self._refill_scout: tuple[float, float, float] | None = None
+        # A refused scout's time, until its 429 is told (``on_quota`` comes first).
+        self._refill_refused_sent: float | None = None
+        self._resets_whole = False
+        # Since when the window read from resets has been a sure second: a longer window
+        # whose turn is under a second away reads so too, until the report after its turn.
+        self._one_second_since: float | None = None
+        # The freshest report's remaining quota, and what it was when the scout went.
+        self._fresh_remaining = 0
+        self._remaining_at_scout = 0
+        # Paced as a bucket: the probe factor that last kept it from running dry, and
+        # the least one that did not since (None: none yet), bisected between.
+        self._bucket_held = 1.0
+        self._bucket_failed: float | None = None
+        self._refill_passes = 0
+        self._refill_rate = 0.0
+        self._refill_next = -math.inf
+        self._refill_wait = REFILL_SCOUT_WAIT
         self._last_remaining: int | None = None
         self._last_429: float | None = None
         self._last_pause_end: float | None = None
@@ -418,6 +465,11 @@ class Pacer:
         self._period_start: float | None = None
         self._low_water = math.inf
         self._sent_in_period = 0
+        self._through_in_period = 0
+        self._spent_in_period = False
+        # Periods in a row without a 429: since when, and the requests through in them.
+        self._unrefused_since: float | None = None
+        self._through_unrefused = 0
         self._period_level = 0
         self._reported: float | None = None
         # The window model: quota per window as the gateway states it, and
@@ -639,6 +691,8 @@ class Pacer:
             return None  # the burst it belongs to waits for its first request
         self.cancel(held)
         slot = self.next_window_slot(now, self.limit, span, take_probe=False)
+        if scout is None and self._take_refill_scout(now, min(slot, held)):
+            return now
         promised = self._take_promise(now, min(slot, held), self.limit, span)
         if promised is not None:
             slot = promised
@@ -692,6 +746,9 @@ class Pacer:
                 return None  # the burst waits for its first request's answer
             self._scout_at = None
         slot = self.next_window_slot(now, limit, span)
+        if self._take_refill_scout(now, slot):
+            self._sent_in_period += 1
+            return now
         if slot != self._probe_taken and self._beyond_horizon(now, slot, max(span, SLOT_HORIZON)):
             # The quota's whole span is taken by slots reserved already (more workers
             # than the quota): this one is given out once the first of those is due.
@@ -746,6 +803,10 @@ class Pacer:
                 # Back in one lump at the reset (unless the log frees a slot
                 # sooner: a bucket's reset may say when it is full again).
                 self._forget_at, self._forget_upto = now + quota.reset, sent_at
+                last = self._last_logged(now)
+                if self._refill_scout_due(now) and last is not None:
+                    # Up in time for a refill scout: the log holds the rest back.
+                    return max(0.0, last + REFILL_SCOUT_SHARE * HINT_RESOLUTION - now)
                 return quota.reset
             # A send of ours due by the reset, give or take the log's slack, a
             # guard and a round trip, takes what comes back: its answer tells the rest.
@@ -761,6 +822,118 @@ class Pacer:
                 # Only the answer to that request, or a later one, asks again.
                 self._probe_at, self._probe_counted = now + promised, sent_at
         return None
+
+    def _refill_scout_due(self, now: float) -> bool:
+        """Whether a refill scout may go now, but for the log (see ``_take_refill_scout``)."""
+        since = self._one_second_since
+        one_second = self.window is not None and abs(self.window - HINT_RESOLUTION) < 1e-6
+        return (
+            one_second
+            and (self.limit or 0) > EARLY_LIMIT
+            and since is not None
+            and now - since >= REFILL_SCOUT_READ
+            and self._resets_whole
+            and not self.window_stated
+            and not self.refills_faster
+            and self._refill_scout is None
+            and now >= self._refill_next
+        )
+
+    def _take_refill_scout(self, now: float, slot: float) -> bool:
+        """Whether a request may go ``now`` as a refill scout (see REFILL_SCOUT_SHARE): the
+        freshest report says the quota is spent, the log's next ``slot`` is most of a
+        second away (unless the last scout got through), the last send REFILL_SCOUT_SHARE
+        of a second ago, on a one-second
+        window read from whole-second resets, and not before the wait after a refused one.
+        If so, it is logged."""
+        # Refused, its Retry-After (a second at least) ends at most a share of a second
+        # after the log's next slot; once one got through, the next goes as soon.
+        soon = slot - now < HINT_RESOLUTION * (1.0 - REFILL_SCOUT_SHARE)
+        if soon and not self._refill_passes:
+            return False
+        if not self._refill_scout_due(now) or self._fresh_remaining:
+            return False  # not spent: the slots held later need not be the next window's
+        last = self._last_logged(now)
+        if last is None or now - last < REFILL_SCOUT_SHARE * HINT_RESOLUTION - HORIZON_TOLERANCE:
+            return False
+        self._refill_scout = (now, last, slot)
+        self._remaining_at_scout = self._fresh_remaining
+        bisect.insort(self._log, now)
+        return True
+
+    def _last_logged(self, now: float) -> float | None:
+        """The latest send logged by ``now`` (None: none)."""
+        log = self._log
+        return log[bisect.bisect_right(log, now) - 1] if log and log[0] <= now else None
+
+    def _scouted(self, sent_at: float) -> bool:
+        """Whether a request sent at ``sent_at`` tells of the refill scout in force: sent at
+        or after it, and before the log's next send."""
+        scout = self._refill_scout
+        return scout is not None and scout[0] <= sent_at < scout[2]
+
+    def _refill_scout_through(self, now: float, sent_at: float, quota: Quota) -> bool:
+        """The refill scout (or a request sent with it) got through: what came back since
+        the send before it, a second. Whether that makes REFILL_SCOUT_PASSES in a row.
+        The slots workers hold for later are given back (asked for again, they go as the
+        log now allows: what it dropped as forgotten)."""
+        assert self._refill_scout is not None  # noqa: S101
+        before = self._refill_scout[1]
+        self._refill_scout = None
+        del self._log[bisect.bisect_right(self._log, now) :]
+        # ``remaining`` and this one, but for what was left when it went, came back since.
+        back = (quota.remaining or 0) + 1 - self._remaining_at_scout
+        self._refill_rate = max(self._refill_rate, back / max(sent_at - before, 1e-3))
+        self._refill_passes += 1
+        return self._refill_passes >= REFILL_SCOUT_PASSES
+
+    def _refill_scout_refused(self, now: float) -> None:
+        """The refill scout was refused: the window read holds (see REFILL_SCOUT_WAIT)."""
+        assert self._refill_scout is not None  # noqa: S101
+        self._refill_refused_sent = self._refill_scout[0]
+        self._refill_scout = None
+        self._refill_passes = 0
+        self._refill_next = now + self._refill_wait
+        self._refill_wait *= 2.0
+
+    def _pace_as_a_bucket(self) -> None:
+        """The gateway gave back more than the window its resets read allows (at least
+        ``_refill_rate`` a second): a bucket refilling faster than its rounded-up resets
+        say. Paced by rate from now on, never stepped back below that one; no window is
+        read from its resets, nor lumps from its levels, again."""
+        self.refills_faster = True
+        self.lumpy = False
+        self._refill_scout = None
+        self._doubled_from = None
+        self._period_start = None
+        if self.logging and not self.window_stated:
+            self.logging = False
+            self._log = []
+            self._forget_at = self._probe_at = None
+        self.probe_factor = self._bucket_held = max(self.probe_factor, self._probe_floor)
+
+    def _bucket_event(self, quota: Quota) -> PacingEvent:
+        """``pacing.window_learned``, kind ``bucket``: the window read from resets was none."""
+        rate = self.rate or 0.0
+        self._reported = rate
+        return PacingEvent(
+            "pacing.window_learned",
+            {
+                "kind": "bucket",
+                "limit": quota.limit,
+                "refill_per_s": round(self._refill_rate, 3),
+                "rate_per_s": round(rate, 4),
+            },
+        )
+
+    @property
+    def _probe_floor(self) -> float:
+        """The least the probe factor is stepped back to: half the pace the headers give,
+        or the refill rate a bucket was seen to keep (see ``_pace_as_a_bucket``)."""
+        proven = 0.0
+        if self.refills_faster and self.header_rate:
+            proven = self._refill_rate * HEADER_MARGIN / self.header_rate
+        return max(0.5, proven)
 
     def _report(self, reason: str, **fields: object) -> PacingEvent | None:
         rate = self.rate
@@ -806,15 +979,49 @@ class Pacer:
         if self._period_start is None:
             self._period_start, self._period_level = now, level
             self._low_water, self._sent_in_period = math.inf, 0
+            self._through_in_period, self._spent_in_period = 0, False
             return None
         self._low_water = min(self._low_water, level)
-        if now - self._period_start < max(window or 1.0, 1.0):
+        elapsed = now - self._period_start
+        if elapsed < max(window or 1.0, 1.0):
             return None
         flat = level >= self._period_level - 1
         roomy = self._low_water > HEADROOM_SHARE * quota.limit and flat and self._pacer_bound
-        sent, unused = self._sent_in_period, self._low_water
+        sent, unused, through = self._sent_in_period, self._low_water, self._through_in_period
+        unrefused = self._last_429 is None or self._last_429 < self._period_start
+        spent = self._spent_in_period or quota.remaining == 0
+        paced = self.rate
         self._period_start, self._period_level = now, level
         self._low_water, self._sent_in_period = math.inf, 0
+        self._through_in_period, self._spent_in_period = 0, False
+        if self.refills_faster and unrefused and not spent and paced is not None:
+            # A bucket the pace never ran dry, drawn on at half that pace at least: twice
+            # as fast, until a pace runs it dry (``_undo_doubling`` takes it back); then
+            # halfway between that and what held, to within BUCKET_PRECISION.
+            held, failed = self.probe_factor, self._bucket_failed
+            if 2 * through >= paced * elapsed and (
+                failed is None or failed - held > BUCKET_PRECISION * held
+            ):
+                self._bucket_held = held
+                self.probe_factor = held * PROBE_STEP if failed is None else (held + failed) / 2
+                return "quota_unused"
+            return None
+        if not unrefused or self._unrefused_since is None:
+            self._unrefused_since, self._through_unrefused = now - elapsed, 0
+        self._through_unrefused += through if unrefused else 0
+        # No window of ``limit`` lets more through than that in each window the periods
+        # touch (a fixed one's turn inside makes one more). A bucket of ``limit`` that
+        # did refilled what went beyond its burst.
+        lasted = now - self._unrefused_since
+        touched = math.floor(lasted / (window or 1.0)) + 2
+        handful = quota.limit <= EARLY_LIMIT  # whose resets are tried sooner instead
+        more = self._through_unrefused > quota.limit * touched
+        if more and not handful and not self.refills_faster:
+            self._refill_rate = max(
+                self._refill_rate, (self._through_unrefused - quota.limit) / lasted
+            )
+            self._pace_as_a_bucket()
+            return "refills_faster"
         if roomy and sent:
             # The gateway would have taken at least ``unused`` more in this period; and
             # with the quota never below all but one, the pace never drew on it at all
@@ -845,8 +1052,20 @@ class Pacer:
         self.responded = True
         self.headers_seen = True
         sent = now if sent_at is None else sent_at
-        fresh = sent >= self._freshest
+        fresh, tied = sent >= self._freshest, sent == self._freshest
         self._freshest = max(self._freshest, sent)
+        if fresh and quota.remaining is not None:
+            # Of requests sent together, the one the gateway counted last reports least.
+            lowest = min(self._fresh_remaining, quota.remaining)
+            self._fresh_remaining = lowest if tied else quota.remaining
+        if self._scouted(sent) and throttled:
+            self._refill_scout_refused(now)
+        elif self._scouted(sent) and self._refill_scout_through(now, sent, quota):
+            self._pace_as_a_bucket()
+            return self._bucket_event(quota), None
+        if quota.reset is not None:
+            whole = abs(quota.reset - round(quota.reset)) < 1e-6
+            self._resets_whole = quota.reset_error > 0 or whole
         if quota.reset is not None and quota.window is None:
             seen = window_from_reset(quota.reset)
             # Read on a server clock not yet known to the second, an epoch reset
@@ -862,6 +1081,11 @@ class Pacer:
                 self._window_estimate_sure = True
             elif seen is not None and sure >= self._window_estimate_sure:
                 self.window_estimate = max(self.window_estimate or seen, seen)
+        if self._window_estimate_sure and self.window_estimate == HINT_RESOLUTION:
+            if self._one_second_since is None:
+                self._one_second_since = now
+        else:
+            self._one_second_since = None
         if quota.limit:
             self.window = quota.window or self.window_estimate
             self.limit = quota.limit
@@ -876,8 +1100,12 @@ class Pacer:
         # whose whole-second resets are tried sooner instead (EARLY_LIMIT).
         estimate = self.window_estimate or 0.0
         lump_of_a_second = self.lumpy and estimate >= HINT_RESOLUTION
-        read = self._window_estimate_sure and (
-            estimate > HINT_RESOLUTION or (lump_of_a_second and (self.limit or 0) > EARLY_LIMIT)
+        read = (
+            self._window_estimate_sure
+            and not self.refills_faster
+            and (
+                estimate > HINT_RESOLUTION or (lump_of_a_second and (self.limit or 0) > EARLY_LIMIT)
+            )
         )
         if modelled and not self.logging and (self.window_stated or read):
             # Pace by the send log from now on. The requests in flight were sent
@@ -893,6 +1121,8 @@ class Pacer:
             assert self.limit is not None  # noqa: S101
             self.header_rate = max(self.limit / self.window * HEADER_MARGIN, MIN_RATE)
             reason = self._watch_headroom(now, quota, self.window) or "headers"
+            if self.refills_faster and not self.logging:
+                return self._bucket_event(quota), None  # paced by rate from the next
             was_lumpy = self.lumpy
             pause = self._reconcile(now, sent, quota, span) if fresh else None
             if pause is not None:
@@ -918,12 +1148,15 @@ class Pacer:
             lump = (1.0 - LUMP_SHARE) * limit + 1
             if limit >= 2:
                 lump = min(lump, limit - 2)
-            if previous is not None and quota.remaining > previous + self.in_flight + lump:
+            back = previous is not None and quota.remaining > previous + self.in_flight + lump
+            if back and not self.refills_faster:
                 self.lumpy = True
             self._last_remaining = quota.remaining
             # A window's lump goes whole (what is left at its turn is lost); a bucket
             # keeps one back, so its level shows the headroom a faster pace would use.
-            self.credit = max(0, quota.remaining - self.in_flight - (not self.lumpy))
+            # A bucket known to refill faster is paced only: spent, the pace is too fast.
+            spare = quota.remaining - self.in_flight - (not self.lumpy)
+            self.credit = 0 if self.refills_faster else max(0, spare)
         window = quota.window or self.window_estimate
         rate: float | None = None
         if quota.limit and window:
@@ -932,7 +1165,11 @@ class Pacer:
             rate = max(quota.remaining - self.in_flight, 1) / quota.reset * HEADER_MARGIN
         if rate is not None:
             self.header_rate = max(rate, MIN_RATE)
+        if quota.remaining == 0:
+            self._spent_in_period = True
         reason = self._watch_headroom(now, quota, window) or "headers"
+        if reason == "refills_faster":
+            return self._bucket_event(quota), None
         pause = None
         if quota.remaining == 0:
             self._undo_doubling()
@@ -956,7 +1193,7 @@ class Pacer:
                     # A slot no sooner than it says nothing of the pace (a
                     # bucket of one reads spent after every request).
                     pause = slot
-                    self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
+                    self.probe_factor = max(self.probe_factor * PROBE_BACK, self._probe_floor)
                     reason = "quota_exhausted"
             elif self.lumpy and self._window_estimate_sure and quota.window is None and window:
                 # A window's lump is back within a window of the request that spent
@@ -972,7 +1209,14 @@ class Pacer:
         return self._report(reason, limit=quota.limit, window_s=window), pause
 
     def _undo_doubling(self) -> None:
-        """The quota ran out: a pace doubled since it was last seen unused was too fast."""
+        """The quota ran out: a pace doubled since it was last seen unused was too fast;
+        on a bucket, a pace tried faster than the one that held."""
+        if self.refills_faster:
+            if self.probe_factor > self._bucket_held:
+                failed = self._bucket_failed
+                self._bucket_failed = min(failed or math.inf, self.probe_factor)
+                self.probe_factor = self._bucket_held
+            return
         if self._doubled_from is not None:
             self.probe_factor, self._doubled_from = self._doubled_from, None
 
@@ -1097,6 +1341,8 @@ class Pacer:
                 return self._bisect_window(now)
             return self._probe_learned_window(now)
         if self.headers_seen:
+            if self._period_start is not None and sent_at >= self._period_start:
+                self._through_in_period += 1
             if self._early_verdict(now, sent_at, held=True):
                 return self._report("reset_rounded_up", reset_share=round(self._early_held, 4))
             return None
@@ -1148,6 +1394,12 @@ class Pacer:
         streak that lengthens a backoff too.
         """
         self.responded = True
+        if self._scouted(sent_at):
+            self._refill_scout_refused(now)
+        refused = self._refill_refused_sent
+        refill_scout_refused = refused is not None and sent_at >= refused
+        if refill_scout_refused:
+            self._refill_refused_sent = None
         scout = self._scout_at
         scout_refused = scout is not None and sent_at >= scout
         if scout is not None and scout_refused:
@@ -1180,6 +1432,8 @@ class Pacer:
             self._last_pause = pause  # what one more 429, a failed try's, would cost
         self._successes_since_429 = 0
         if self.headers_seen:
+            if refill_scout_refused:
+                return None  # the window read holds, and so does the pace
             if self._early_verdict(now, sent_at, held=False):
                 return self._report("reset_try_throttled", reset_share=round(self._early_held, 4))
             cut = self._cut_resume
@@ -1193,7 +1447,7 @@ class Pacer:
                 )
             # Paced from headers and still throttled: the margin was too thin.
             self._undo_doubling()
-            self.probe_factor = max(self.probe_factor * PROBE_BACK, 0.5)
+            self.probe_factor = max(self.probe_factor * PROBE_BACK, self._probe_floor)
             return self._report("throttled_despite_headers")
         measured: float | None = None
         if hinted and previous_hinted and previous is not None and now + pause > previous:
