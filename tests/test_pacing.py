@@ -1465,6 +1465,28 @@ def test_a_bucket_refilling_far_faster_than_its_whole_second_resets_is_drawn_on(
     assert "bucket" in kinds
 
 
+@given(
+    st.sampled_from(["fixed", "sliding"]),
+    st.integers(3, 40),
+    st.floats(0.001, 0.05),
+    st.integers(0, 2**16),
+)
+@settings(max_examples=30, deadline=None)
+def test_a_window_of_a_second_is_never_taken_for_a_bucket(
+    kind: LimiterKind, limit: int, latency: float, seed: int
+) -> None:
+    """Whatever its quota, latency and the workers' timing, a fixed or sliding window of a
+    second told by whole-second resets is never paced as a bucket (its refill scouts are
+    refused, and nothing gets through beyond what it allows); every trade goes through."""
+    gateway = make_limiter(kind, limit, 1.0, None, 0.5 if kind == "fixed" else None)
+    trades = 12 * limit
+    batch = _workers(gateway, workers=8, trades=trades, latency=latency, seed=seed, told=True,
+                     start=1000.0)  # fmt: skip
+    assert sum(ok for _, ok in batch.sends) == trades
+    kinds = [e.fields.get("kind") for _, e in batch.events if e.name == "pacing.window_learned"]
+    assert "bucket" not in kinds
+
+
 @pytest.mark.parametrize(
     ("kind", "limit"),
     [("fixed", 1), ("fixed", 2), ("fixed", 3), ("fixed", 5), ("fixed", 8), ("sliding", 1),
