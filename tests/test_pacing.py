@@ -1427,17 +1427,37 @@ def test_more_through_than_any_window_of_the_resets_allows_makes_a_bucket(limit:
     probe raises the pace; once more got through without a 429 than a window of ``limit``
     a second could let through in the time (one more window's worth for a fixed one's
     turn), the gateway is a bucket refilling at least what went beyond its burst."""
+    pacer, now, learned = _ten_a_second_through(limit)
+    assert pacer.refills_faster and not pacer.logging
+    assert learned[-1] == "bucket"
+    assert now <= 1.0 + limit * 0.5  # ten a second for a few seconds
+    assert (pacer.rate or 0.0) >= HEADER_MARGIN * 5  # at least (through - limit) / time
+
+
+def _ten_a_second_through(limit: int) -> tuple[Pacer, float, list[object]]:
+    """Ten requests a second through a quota of ``limit`` reset "1", each report leaving all
+    but one, until the pacer takes the gateway for a bucket (or six seconds pass); the
+    pacer, the time, and the kinds of window learned on the way."""
     pacer, now, learned = Pacer(), 0.0, []
     while now < 6.0 and not pacer.refills_faster:
         assert pacer.reserve(now) == now  # what the last report left, sent at once
         event, _ = pacer.on_quota(now + 0.004, Quota(limit, limit - 1, 1.0), sent_at=now)
         pacer.on_success(now + 0.004, now)
         learned += [event.fields.get("kind")] if event is not None else []
-        now += 0.1  # ten a second, all through
-    assert pacer.refills_faster and not pacer.logging
-    assert learned[-1] == "bucket"
-    assert now <= 1.0 + limit * 0.5  # ten a second for a few seconds
-    assert (pacer.rate or 0.0) >= HEADER_MARGIN * 5  # at least (through - limit) / time
+        now += 0.1  # all through
+    return pacer, now, learned
+
+
+def test_a_bucket_refusing_anyway_steps_back_below_the_refill_it_was_seen_to_keep() -> None:
+    """The refill a bucket was seen to keep holds its pace up only while no 429 says
+    otherwise (others may share the bucket now): each 429 steps that floor back too, so a
+    run of them brings the pace down as far as they need."""
+    pacer, now, _ = _ten_a_second_through(3)
+    seen = pacer.rate or 0.0
+    for _ in range(20):
+        pacer.on_throttled(now + 0.004, now, 1.0, hinted=True)
+        now += 1.1  # sent again once the Retry-After is over
+    assert (pacer.rate or 0.0) < 0.5 * seen
 
 
 @pytest.mark.parametrize(

@@ -899,8 +899,9 @@ class Pacer:
     def _pace_as_a_bucket(self) -> None:
         """The gateway gave back more than the window its resets read allows (at least
         ``_refill_rate`` a second): a bucket refilling faster than its rounded-up resets
-        say. Paced by rate from now on, never stepped back below that one; no window is
-        read from its resets, nor lumps from its levels, again."""
+        say. Paced by rate from now on, never stepped back below that one but by a 429
+        (see ``on_throttled``); no window is read from its resets, nor lumps from its
+        levels, again."""
         self.refills_faster = True
         self.lumpy = False
         self._refill_scout = None
@@ -929,7 +930,8 @@ class Pacer:
     @property
     def _probe_floor(self) -> float:
         """The least the probe factor is stepped back to: half the pace the headers give,
-        or the refill rate a bucket was seen to keep (see ``_pace_as_a_bucket``)."""
+        or the refill rate a bucket was seen to keep, less what 429s took off it since
+        (see ``_pace_as_a_bucket``)."""
         proven = 0.0
         if self.refills_faster and self.header_rate:
             proven = self._refill_rate * HEADER_MARGIN / self.header_rate
@@ -1445,8 +1447,10 @@ class Pacer:
                     "pacing.window_learned",
                     {"kind": "longer", "limit": self.limit, "window_s": self.window_estimate},
                 )
-            # Paced from headers and still throttled: the margin was too thin.
+            # Paced from headers and still throttled: the margin was too thin. A bucket's
+            # refill seen once is no promise (others may share it now): it steps back too.
             self._undo_doubling()
+            self._refill_rate *= PROBE_BACK
             self.probe_factor = max(self.probe_factor * PROBE_BACK, self._probe_floor)
             return self._report("throttled_despite_headers")
         measured: float | None = None
