@@ -240,10 +240,11 @@ EARLY_BACK = 4.0
 # A one-second window read from whole-second resets, kept to by the send log, may be a
 # bucket refilling many times a second (its few milliseconds to the next token read "1",
 # and a full bucket after a pause looks like a window's lump): kept to, the batch
-# would get the bucket's burst a second, and never see more. While the log holds the
-# batch back (its next slot half a window off or more), one request, a refill scout, goes
-# REFILL_SCOUT_SHARE of a second after the last send (a quota spent pauses the batch until
-# then, not until the reset). Through, quota came back sooner than such a window gives it;
+# would get the bucket's burst a second, and never see more. Once such a window is
+# reported spent, with the log's next slot most of a second off, one request, a refill
+# scout, goes REFILL_SCOUT_SHARE of a second after the last send (the spent quota pauses
+# the batch until then, not until the reset). Through, quota came back sooner than such a
+# window gives it (the next scout may go as soon as the quota is spent again);
 # REFILL_SCOUT_PASSES in a row, and the gateway is a bucket (``_pace_as_a_bucket``): paced
 # by rate from then on, no slower than the most the scouts saw come back a second. Refused,
 # it cost one 429 and about that share of a second (its Retry-After ends when the window
@@ -421,12 +422,17 @@ class Pacer:
         self.refills_faster = False
         # A refill scout (see REFILL_SCOUT_SHARE): when it went, the send before it, and
         # when the log would have sent the next (a request sent from then on tells
-        # nothing of the window); scouts through in a row, the most a second they saw
-        # come back, when the next may go; whether the last reset was told to the second.
+        # nothing of the window); scouts through in a row, the most a second they (or
+        # more through than a window allows) saw come back, when the next may go and
+        # how long the one after waits; whether the last reset was told to the second.
         self._refill_scout: tuple[float, float, float] | None = None
+        self._refill_passes = 0
+        self._refill_rate = 0.0
+        self._refill_next = -math.inf
+        self._refill_wait = REFILL_SCOUT_WAIT
+        self._resets_whole = False
         # A refused scout's time, until its 429 is told (``on_quota`` comes first).
         self._refill_refused_sent: float | None = None
-        self._resets_whole = False
         # Since when the window read from resets has been a sure second: a longer window
         # whose turn is under a second away reads so too, until the report after its turn.
         self._one_second_since: float | None = None
@@ -437,10 +443,6 @@ class Pacer:
         # the least one that did not since (None: none yet), bisected between.
         self._bucket_held = 1.0
         self._bucket_failed: float | None = None
-        self._refill_passes = 0
-        self._refill_rate = 0.0
-        self._refill_next = -math.inf
-        self._refill_wait = REFILL_SCOUT_WAIT
         self._last_remaining: int | None = None
         self._last_429: float | None = None
         self._last_pause_end: float | None = None
@@ -843,9 +845,8 @@ class Pacer:
         """Whether a request may go ``now`` as a refill scout (see REFILL_SCOUT_SHARE): the
         freshest report says the quota is spent, the log's next ``slot`` is most of a
         second away (unless the last scout got through), the last send REFILL_SCOUT_SHARE
-        of a second ago, on a one-second
-        window read from whole-second resets, and not before the wait after a refused one.
-        If so, it is logged."""
+        of a second ago, on a one-second window read from whole-second resets, and not
+        before the wait after a refused one. If so, it is logged."""
         # Refused, its Retry-After (a second at least) ends at most a share of a second
         # after the log's next slot; once one got through, the next goes as soon.
         soon = slot - now < HINT_RESOLUTION * (1.0 - REFILL_SCOUT_SHARE)
