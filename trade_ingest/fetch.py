@@ -51,7 +51,6 @@ USER_AGENT = f"trade-ingest/{__version__} (+https://pypi.org/project/trade-inges
 _ERROR_BODY_CAP = 64 * 1024
 # How often a trade in its own backoff looks whether the gateway has recovered.
 HEALTH_POLL = 0.1
-BUDGET_SPENT = "retry_budget_exhausted"
 
 
 def idempotency_key(trade_id: str) -> str:
@@ -500,7 +499,7 @@ class TradeFetcher:
             f"the batch's retry budget is spent ({self._budget.retries} retries); "
             "the gateway looks unhealthy, run again later"
         )
-        decision = GiveUp(BUDGET_SPENT, detail)
+        decision = GiveUp("retry_budget_exhausted", detail)
         return self._give_up(held.trade_id, held.attempts, decision, held.status, held.error)
 
     async def fetch(self, trade_id: str, *, attempts_made: int = 0) -> Fetched | Failed | HeldBack:

@@ -1067,8 +1067,7 @@ class Pacer:
             self._pace_as_a_bucket()
             return self._bucket_event(quota), None
         if quota.reset is not None:
-            whole = abs(quota.reset - round(quota.reset)) < 1e-6
-            self._resets_whole = quota.reset_error > 0 or whole
+            self._resets_whole = _told_to_the_second(quota.reset, quota.reset_error)
         if quota.reset is not None and quota.window is None:
             seen = window_from_reset(quota.reset)
             # Read on a server clock not yet known to the second, an epoch reset
@@ -1124,7 +1123,7 @@ class Pacer:
             assert self.limit is not None  # noqa: S101
             self.header_rate = max(self.limit / self.window * HEADER_MARGIN, MIN_RATE)
             reason = self._watch_headroom(now, quota, self.window) or "headers"
-            if self.refills_faster and not self.logging:
+            if reason == "refills_faster":
                 return self._bucket_event(quota), None  # paced by rate from the next
             was_lumpy = self.lumpy
             pause = self._reconcile(now, sent, quota, span) if fresh else None
@@ -1234,7 +1233,7 @@ class Pacer:
         whole reset when told finer than the second, longer than one, or of a quota
         larger than EARLY_LIMIT."""
         assert quota.reset is not None  # noqa: S101
-        whole = quota.reset_error > 0 or abs(quota.reset - round(quota.reset)) < 1e-6
+        whole = _told_to_the_second(quota.reset, quota.reset_error)
         small = quota.limit is not None and quota.limit <= EARLY_LIMIT
         if not whole or not small or quota.reset > HINT_RESOLUTION + 1e-6:
             return quota.reset
@@ -1863,6 +1862,12 @@ class Pacer:
         )
         self._reported = self.learned_rate
         return event
+
+
+def _told_to_the_second(reset: float, error: float) -> bool:
+    """Whether a reset is told to the whole second: an integer, or an epoch second read
+    on a server clock known only within ``error``."""
+    return error > 0 or abs(reset - round(reset)) < 1e-6
 
 
 def _even_pace(window: float, quota: int) -> float:
