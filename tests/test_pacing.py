@@ -87,6 +87,8 @@ from trade_ingest.pacing import (  # noqa: E402
     EARLY_PASSES,
     EARLY_RETRY_AFTER,
     HEADER_MARGIN,
+    LEARNED_PROBE_MIN_STEP,
+    NEAR_LIMIT_WAIT,
     PROBE_BACK,
     REFILL_SCOUT_PASSES,
     REFILL_SCOUT_SHARE,
@@ -1751,6 +1753,59 @@ def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
     throttled = tried + 0.21
     budget = 2.05 + 2.0 / TRY_COST_SHARE
     assert next_try == pytest.approx(max(throttled + windows_to_next_try * 1.03, budget), abs=0.6)
+
+
+def _until_a_try(pacer: Pacer, now: float) -> tuple[float, PacingEvent]:
+    """Send at every slot, answered at once, until the pacer tries a shorter window."""
+    while True:
+        now = max(now, slots(pacer, now, 1)[0])
+        event = pacer.on_success(now + 0.001, sent_at=now)
+        if event is not None and event.fields["reason"] == "probing":
+            return now, event
+
+
+def test_a_try_refused_after_one_window_of_quota_tells_nothing_of_the_limit() -> None:
+    """The try at once after a short reading, refused when its second burst opens, got one
+    window's quota and nothing beyond: nothing says what held is near the gateway's rate,
+    so the next try waits only for the try budget, not NEAR_LIMIT_WAIT times longer."""
+    pacer, _ = _short_window_learned()
+    pacer.on_resume(2.05)
+    now = 2.05
+    for _ in range(10):
+        now = max(now, slots(pacer, now, 1)[0])
+        pacer.on_success(now + 0.001, sent_at=now)
+    now = slots(pacer, now, 1)[0]  # the next burst's first request
+    refused = pacer.on_throttled(now + 0.01, sent_at=now, pause=1.0, hinted=True)
+    assert refused is not None
+    assert refused.fields["reason"] == "probe_throttled"
+    pacer.on_resume(now + 1.01)
+    tried, _ = _until_a_try(pacer, now + 1.01)
+    budget = 2.05 + 1.0 / TRY_COST_SHARE
+    assert budget <= tried <= budget + 1.03 + 0.01  # the first burst once the budget allows
+    assert tried < now + 1.01 + NEAR_LIMIT_WAIT * 2 * 1.03
+
+
+def test_each_failed_try_makes_the_next_go_half_as_far() -> None:
+    """A try refused says the window lies between what held and what was tried: the next
+    goes halfway there (a fixed window refuses a try a little too short only once its turn
+    has drifted past), down to LEARNED_PROBE_MIN_STEP, rather than the same step again."""
+    pacer, measured = _short_window_learned()
+    pacer.on_resume(2.05)
+    held = 2 * measured  # the try at once, twice as fast, held
+    now, steps = 2.05, []
+    for _ in range(7):
+        now, tried = _until_a_try(pacer, now)
+        rate = tried.fields["rate_per_s"]
+        assert isinstance(rate, float)
+        steps.append(rate / held)
+        refused = pacer.on_throttled(now + 0.01, sent_at=now, pause=1.0, hinted=True)
+        assert refused is not None
+        assert refused.fields["rate_per_s"] == pytest.approx(held, rel=1e-3)
+        now += 1.01
+        pacer.on_resume(now)
+    assert steps == pytest.approx(
+        [2.0, 1.5, 1.25, 1.125, 1.0625, 1.03125, LEARNED_PROBE_MIN_STEP], rel=1e-3
+    )
 
 
 def test_a_429_at_the_held_window_evens_out_that_window_not_the_first() -> None:

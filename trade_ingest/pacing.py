@@ -185,11 +185,15 @@ WINDOW_GUARD = 0.01
 # batch back and no 429 comes for LEARNED_PROBE_SPANS windows, the window is
 # tried LEARNED_PROBE_STEP shorter (a token bucket refills faster than its
 # rounded-up Retry-After says); each try that holds is followed by one twice
-# as far after half the wait; a 429 steps back to what held, and makes the
-# next first try wait twice as long, or NEAR_LIMIT_WAIT times as long when the
+# as far after half the wait; a 429 steps back to what held, makes the next
+# first try go half as far as the one refused (the window lies between them: a
+# fixed window refuses a try a little too short only once its turn has drifted
+# past, so the same step again would fail again), down to LEARNED_PROBE_MIN_STEP,
+# and makes it wait twice as long, or NEAR_LIMIT_WAIT times as long when the
 # try itself shows what held is within NEAR_LIMIT of the gateway's rate: it got
 # a window's quota plus what the gateway added meanwhile, and that addition
-# over the try's length is the gateway's rate (a bucket that was full).
+# over the try's length is the gateway's rate (a bucket that was full). A try
+# that got no more than a window's quota shows nothing of that rate.
 LEARNED_CUT = 0.05
 NEAR_LIMIT = 0.9
 NEAR_LIMIT_WAIT = 8.0
@@ -200,6 +204,7 @@ SHORT_WINDOW_READINGS = 2.5
 BURST_SHARE = 0.125
 LEARNED_PROBE_SPANS = 4
 LEARNED_PROBE_STEP = 1.1
+LEARNED_PROBE_MIN_STEP = 1.02
 # A try that fails costs the pause its 429 brings (a whole second, say, for a
 # bucket that refills in a twentieth of one): tries come only while failed
 # ones, this one included, would have cost at most TRY_COST_SHARE of the time
@@ -501,6 +506,7 @@ class Pacer:
         self._probe_spans: float = LEARNED_PROBE_SPANS
         self._probe_failures_spans: float = LEARNED_PROBE_SPANS
         self._probe_step = 1.0
+        self._first_step = LEARNED_PROBE_STEP
         self._probe_held = 1.0  # the probe factor that held for a whole wait
         self._probe_period = 0.0  # the window measured: the unit of that wait
         self._learned_quiet_since: float | None = None
@@ -1709,9 +1715,11 @@ class Pacer:
             return None
         if self.probe_factor > self._probe_held:
             longer = NEAR_LIMIT_WAIT if self._held_near_limit(sent_at) else 2.0
-            self.probe_factor = self._probe_held
             if not self._measuring_try:
                 self._tries_cost += self._last_pause
+                failed_step = self.probe_factor / self._probe_held
+                self._first_step = max(LEARNED_PROBE_MIN_STEP, 1.0 + (failed_step - 1.0) / 2)
+            self.probe_factor = self._probe_held
             self._probe_failures_spans *= longer
             self._probe_spans = self._probe_failures_spans
             self._probe_step = 1.0
@@ -1816,7 +1824,7 @@ class Pacer:
         if self._probe_step > 1.0:
             # The last try held: the next one sooner, and twice as far.
             self._probe_spans = min(self._probe_spans, LEARNED_PROBE_SPANS / 2)
-        step = min(PROBE_STEP, self._probe_step if self._probe_step > 1.0 else LEARNED_PROBE_STEP)
+        step = min(PROBE_STEP, self._probe_step if self._probe_step > 1.0 else self._first_step)
         self._start_try(now, step)
         self._probe_step = 1.0 + 2.0 * (step - 1.0)
         return self._window_event("probing")
@@ -1834,8 +1842,8 @@ class Pacer:
         assert self.limit is not None  # noqa: S101
         assert self.window is not None  # noqa: S101
         started = self._probe_started
-        if started is None or throttled_sent_at <= started:
-            return False
+        if started is None or throttled_sent_at <= started or self._probe_delivered <= self.limit:
+            return False  # no more than one window's quota: nothing of the gateway's rate
         gateway_rate = (self._probe_delivered - self.limit) / (throttled_sent_at - started)
         return self.limit * self._probe_held / self.window >= NEAR_LIMIT * gateway_rate
 
