@@ -1842,7 +1842,9 @@ class Pacer:
         assert self.limit is not None  # noqa: S101
         assert self.window is not None  # noqa: S101
         started = self._probe_started
-        if started is None or throttled_sent_at <= started or self._probe_delivered <= self.limit:
+        if started is None or throttled_sent_at <= started:
+            return False
+        if self._probe_delivered <= self.limit:
             return False  # no more than one window's quota: nothing of the gateway's rate
         gateway_rate = (self._probe_delivered - self.limit) / (throttled_sent_at - started)
         return self.limit * self._probe_held / self.window >= NEAR_LIMIT * gateway_rate
