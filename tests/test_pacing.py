@@ -2013,17 +2013,22 @@ def test_a_burst_on_a_window_learned_from_lumps_opens_with_one_request() -> None
 
 def test_a_window_learned_from_lumps_is_tried_halfway_to_its_floor() -> None:
     """It lies between the time from a burst's start to its last refusal (the floor) and
-    the time to the next burst's start. Once a burst is all sent and answered, the next
-    tries the middle: its first request refused, the floor rises to it and the batch
-    waits for the window that held, with no pause of its own; through, the window is
-    the time it took. One try may fail, and one more for every 1 / BISECT_COST_SHARE
-    requests through since the window was learned."""
+    the time to the next burst's start. Kept to once (measured from start to start, it
+    may be short itself: a try refused would go back to a window refused too), the
+    burst after tries the middle: its first request refused, the floor rises to it and
+    the batch waits for the window that held, with no pause of its own; through, the
+    window is the time it took. One try may fail, and one more for every
+    1 / BISECT_COST_SHARE requests through since the window was learned."""
     pacer, tries = _learned_from_lumps()
     floor, learned, opened = 0.65, 2.16, 4.32
+    assert tries == []
+    following, tries = _burst(pacer, 4.5)
+    assert following == pytest.approx(opened + learned * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    opened = following
     assert [event.fields["reason"] for event in tries] == ["probing"]
     tried = (floor + learned) / 2
     assert tries[0].fields["window_s"] == pytest.approx(tried, abs=1e-3)
-    scout = pacer.reserve(4.5)
+    scout = pacer.reserve(opened + 0.1)
     assert scout is not None
     assert scout == pytest.approx(opened + tried * (1 + WINDOW_SLACK) + WINDOW_GUARD)
     refused = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
@@ -2036,7 +2041,8 @@ def test_a_window_learned_from_lumps_is_tried_halfway_to_its_floor() -> None:
         following, tries = _burst(pacer, scout + 0.005)
         assert following == pytest.approx(opened + learned * (1 + WINDOW_SLACK) + WINDOW_GUARD)
         opened, scout, bursts = following, following, bursts + 1
-    assert bursts == math.ceil(1 / BISECT_COST_SHARE / 40) - 1  # and the one learned on
+    # The burst learned on and the one kept to before the first try count too.
+    assert bursts == math.ceil(1 / BISECT_COST_SHARE / 40) - 2
     assert [event.fields["reason"] for event in tries] == ["probing"]
     tried = (floor + learned) / 2
     assert tries[0].fields["window_s"] == pytest.approx(tried, abs=1e-3)
@@ -2049,24 +2055,23 @@ def test_a_window_learned_from_lumps_is_tried_halfway_to_its_floor() -> None:
 def test_a_burst_refused_at_its_first_request_goes_back_to_the_ceiling_then_seeks() -> None:
     """The window was kept to from one burst's start to the next's; its ceiling is from
     the refusal before the first start to the second (a fixed window's first burst may
-    have started later after its turn). A try refused at its first request goes back to
-    what held; refused there, to the ceiling, with no pause of the batch's own; refused
-    even at the ceiling (the gateway's window grew, or others take its quota), the next
+    have started later after its turn). A burst refused at its first request goes back
+    to the ceiling, with no pause of the batch's own (no try came first: see
+    ``test_a_window_learned_from_lumps_is_tried_halfway_to_its_floor``); refused even
+    at the ceiling (the gateway's window grew, or others take its quota), the next
     request goes SEEK_STEP of the time since the last burst opened later, the refused
     ones not counted in the log, until one gets through: the window is the time from the
     refusal before that opening to it."""
     pacer, _ = _learned_from_lumps()
     opened, pin, learned = 4.32, 2.16 + 0.65, 2.16
-    now = 4.5
-    for window in (learned, opened - 0.65):
-        scout = pacer.reserve(now)
-        assert scout is not None
-        event = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
-        assert event is not None
-        assert event.fields["reason"] == "probe_throttled"
-        assert event.fields["window_s"] == pytest.approx(window)
-        assert pacer.throttle_pause(0.8) == 0.0
-        now = scout + 0.005
+    scout = pacer.reserve(4.5)
+    assert scout == pytest.approx(opened + learned * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    event = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
+    assert event is not None
+    assert event.fields["reason"] == "probe_throttled"
+    assert event.fields["window_s"] == pytest.approx(opened - 0.65)
+    assert pacer.throttle_pause(0.8) == 0.0
+    now = scout + 0.005
     span = pacer.window_span()
     assert span is not None
     scout = pacer.reserve(now)
@@ -2082,6 +2087,35 @@ def test_a_burst_refused_at_its_first_request_goes_back_to_the_ceiling_then_seek
     assert event is not None
     assert event.fields["reason"] == "window_longer"
     assert event.fields["window_s"] == pytest.approx(now - pin, abs=1e-3)
+
+
+def test_a_burst_through_bounds_the_window_only_from_a_refusal_before_the_last_opening() -> None:
+    """Through at its first request, a burst says the window is no longer than the time
+    since the refusal before the last burst opened, not since that opening: on a fixed
+    window the last burst may have opened late after its turn, and this one just after
+    the next (a request sent before a turn may arrive after it). So when a try and then
+    the window kept to are refused, the batch goes back to the ceiling, which still
+    bounds the gateway's window: not to a ceiling as short as the window refused, which
+    would send it seeking the turn, a 429 for each request that does not find it."""
+    pacer, _ = _learned_from_lumps()
+    opened, learned, pin = 4.32, 2.16, 2.16 + 0.65
+    following, tries = _burst(pacer, 4.5)  # no refusal since the burst before opened
+    assert following == pytest.approx(opened + learned * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    ceiling = (following - pin - WINDOW_GUARD) / (1 + WINDOW_SLACK)
+    assert [event.fields["reason"] for event in tries] == ["probing"]
+    now = following + 0.1
+    for window in (learned, ceiling):
+        scout = pacer.reserve(now)
+        assert scout is not None
+        event = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
+        assert event is not None
+        assert event.fields["reason"] == "probe_throttled"
+        assert event.fields["window_s"] == pytest.approx(window, abs=1e-3)
+        assert pacer.throttle_pause(0.8) == 0.0
+        now = scout + 0.005
+    assert pacer.reserve(now) == pytest.approx(
+        following + ceiling * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    )
 
 
 def test_without_a_refusal_in_between_bursts_are_no_window() -> None:

@@ -147,7 +147,11 @@ SCOUT_PATIENCE = 0.25
 # Such a window is known to lie between a floor (from a burst's start to its
 # last refusal) and a ceiling (see ``_settle_unhinted``, ``_burst_opening``):
 # bursts try the middle, the first request telling whether it held, until the
-# window kept to is within BISECT_PRECISION of the floor. A try that fails costs
+# window kept to is within BISECT_PRECISION of the floor. The first try waits
+# until a burst's first request got through at the window kept to: measured from
+# one start to the next, it may be short itself (a fixed window's first burst
+# opened later after its turn), and a try refused would go back to a window
+# refused too, two 429s where one tells as much. A try that fails costs
 # a 429: a try comes only while that would leave at most one failed, and one more
 # for each 1 / BISECT_COST_SHARE requests through since the window was learned.
 BISECT_PRECISION = 0.03
@@ -547,11 +551,9 @@ class Pacer:
         self._last_through = -math.inf
         self._burst_opened: float | None = None
         # The last refused request's send time before that opening, if any since the
-        # one before (its turn came later); whether the window turns (see
-        # ``_burst_opening``); while a turn is sought (refused even at the
-        # ceiling), when the burst before opened.
+        # one before (its turn came later: see ``_burst_opening``); while a turn is
+        # sought (refused even at the ceiling), when the burst before opened.
         self._opening_pin: float | None = None
-        self._turns = False
         self._seek_from: float | None = None
         # Whether the last 429 was such a window's burst refused at its first request
         # with a window that held to go back to: then the batch makes no pause of
@@ -564,6 +566,10 @@ class Pacer:
         self._last_refused = -math.inf
         self._bisect_failures = 0
         self._through_since_learned = 0
+        # Whether the window held to has let a burst's opening through, or bounds the
+        # gateway's from above (see BISECT_PRECISION): learned from start to start, it
+        # has not, and may be short.
+        self._held_opened = False
 
     @property
     def rate(self) -> float | None:
@@ -1673,6 +1679,7 @@ class Pacer:
         """From now on spend ``limit`` requests per ``window``, as the send log does for a
         stated policy; the log starts with the (sorted) sends that used the last window."""
         self.window_learned = True
+        self._held_opened = False
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
@@ -1702,10 +1709,8 @@ class Pacer:
                 self._try_refused = True
                 self._bisect_failures += 1
             elif ceiling is not None and self.window / self.probe_factor < ceiling * (1 - 1e-9):
-                # Kept to, but never bounded: back to what is. The window turns (a
-                # sliding one would have let this through: the time kept to was
-                # bounded from the last opening).
-                self._try_refused, self._turns = True, True
+                # Kept to, but never bounded: back to what is.
+                self._try_refused, self._held_opened = True, True
                 self._bisect_failures += 1
                 self.probe_factor = self._probe_held = self.window / ceiling
                 return self._window_event("probe_throttled")
@@ -1739,30 +1744,32 @@ class Pacer:
         """A burst's first request (see SCOUT_PATIENCE) got through: what that says of
         the window. The rest of the burst keeps to it, whatever was tried.
 
-        It is no longer than the time since the last burst opened, on a sliding
-        window; on one that turns (a fixed window), the last burst may have opened
-        late, after its turn: only the time since the last refusal before that
-        opening (the turn came after it) bounds the window.
+        It is no longer than the time since the last refusal before the last burst
+        opened (the turn came after it). The time since that opening would bound a
+        sliding window only: on a fixed one, that burst may have opened late after
+        its turn, and this one just after the next (a request sent before a turn
+        may arrive after it); kept to as a bound, a refusal there would find no
+        ceiling to go back to.
         """
         opened, self._burst_opened = self._burst_opened, sent_at
         pinned = self._last_refused if opened is None or self._last_refused > opened else None
         pin, self._opening_pin = self._opening_pin, pinned
         if self._seek_from is not None:
             return self._found_turn(now, sent_at, pin)
-        floor, since = self._window_floor, (pin if self._turns else opened)
+        floor = self._window_floor
         if floor is None or self._window_ceiling is None or not self.window:
             return None
         held, tried = self.window / self._probe_held, self.window / self.probe_factor
-        if since is not None:
+        if pin is not None:
             # The span that would have let it go then: the window, margins taken off.
-            bound = (sent_at - since - WINDOW_GUARD) / (1.0 + WINDOW_SLACK)
+            bound = (sent_at - pin - WINDOW_GUARD) / (1.0 + WINDOW_SLACK)
             if floor <= bound:
                 self._window_ceiling = min(self._window_ceiling, bound)
                 held = min(held, bound)
-        if self._turns and tried < held:
-            # Through on a window that turns: kept to, not bounded (see ``_relearn_window``).
-            held = tried
+        # Through, what was tried is kept to; it bounds nothing (see above).
+        held = min(held, tried)
         self.probe_factor = self._probe_held = self.window / held
+        self._held_opened = True
         return None
 
     def _found_turn(self, now: float, opened: float, pin: float | None) -> PacingEvent:
@@ -1775,7 +1782,7 @@ class Pacer:
         self._window_ceiling = self.window
         self._window_floor = max(0.0, self._last_refused - self._seek_from)
         self._seek_from = None
-        self._turns = True
+        self._held_opened = True
         self.probe_factor = self._probe_held = 1.0
         self._learned_quiet_since = now
         return self._window_event("window_longer")
@@ -1792,6 +1799,9 @@ class Pacer:
             return None
         if self.probe_factor > self._probe_held:
             return None  # a try in force: its burst's first request tells
+        if not self._held_opened:
+            # Refused, a try would go back to a window that may be short too: two 429s.
+            return None
         opened = self._burst_opened
         following = self.next_window_slot(now, self.limit, span, take_probe=False)
         if opened is None or following - opened < span / 2:
