@@ -88,6 +88,7 @@ from trade_ingest.pacing import (  # noqa: E402
     EARLY_RETRY_AFTER,
     HEADER_MARGIN,
     LEARNED_PROBE_MIN_STEP,
+    PENALTY_TRY_SHARE,
     PROBE_BACK,
     REFILL_SCOUT_PASSES,
     REFILL_SCOUT_SHARE,
@@ -2116,6 +2117,122 @@ def test_a_burst_through_bounds_the_window_only_from_a_refusal_before_the_last_o
     assert pacer.reserve(now) == pytest.approx(
         following + ceiling * (1 + WINDOW_SLACK) + WINDOW_GUARD
     )
+
+
+def _knocked_lump(pacer: Pacer, start: float, count: int, knocks: list[float]) -> None:
+    """From ``start``: ``count`` through at once, a 429 without a hint, then a request
+    refused at each of ``knocks`` (from ``start``) with nothing through: a burst that
+    knocked its way to its quota, as at a penalty box."""
+    throttled = _unhinted_burst(pacer, start, count)
+    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=knocks[0])
+    for knock in knocks:
+        pacer.on_resume(start + knock)
+        pacer.on_throttled(start + knock + 0.005, sent_at=start + knock, pause=0.5)
+
+
+# Each burst of 20 refused, then knocked at these times: the last gap refused is 0.6 s,
+# the one through after it 1.4 s; from start to start, 3 s.
+KNOCKS = [0.5, 1.0, 1.6]
+
+
+def _learned_at_a_penalty_box() -> tuple[Pacer, PacingEvent]:
+    """20 per 3 s learned from two knocked bursts (``_knocked_lump``), the second
+    burst's first request answered; the event it brought."""
+    pacer = Pacer()
+    pacer.on_response()
+    _knocked_lump(pacer, 0.0, 20, KNOCKS)
+    pacer.on_resume(3.0)
+    _knocked_lump(pacer, 3.0, 20, KNOCKS)
+    pacer.on_resume(6.0)
+    event = pacer.on_success(6.005, sent_at=6.0)
+    assert event is not None
+    return pacer, event
+
+
+def test_refusals_that_read_as_a_penalty_box_try_its_ceiling_first() -> None:
+    """Every refused gap shorter than every gap a burst came after: a penalty box reads
+    the refusals so (each knock restarted it), its window no longer than 1.4 s, where
+    a plain window read from start to start is 3 s, no shorter than 1.6 s. The first
+    burst after learning opens 1.4 s after the last one."""
+    pacer, event = _learned_at_a_penalty_box()
+    assert event.name == "pacing.rate_learned"
+    assert PENALTY_TRY_SHARE * 3.0 >= 1.4
+    assert (event.fields["limit"], event.fields["window_s"]) == (20, pytest.approx(1.4))
+    assert pacer.window == pytest.approx(3.0)
+    rest = slots(pacer, 6.005, 19)
+    pacer.in_flight = 19
+    for sent in rest:
+        pacer.in_flight -= 1
+        pacer.on_success(sent + 0.005, sent_at=sent)
+    scout = pacer.reserve(6.1)
+    assert scout == pytest.approx(6.0 + 1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+
+
+def test_a_penalty_box_ceiling_that_held_is_bisected_down_to_its_gaps() -> None:
+    """Through at 1.4 s, the window is no longer; a plain window could be no shorter
+    than 1.6 s, so the floor is the longest refused gap, 0.6 s: the next burst tries
+    the middle. Refused, the batch waits the 1.4 s that held, whole, from the refusal:
+    knocking sooner at a penalty box would restart the penalty."""
+    pacer, _ = _learned_at_a_penalty_box()
+    rest = slots(pacer, 6.005, 19)
+    pacer.in_flight = 19
+    for sent in rest:
+        pacer.in_flight -= 1
+        pacer.on_success(sent + 0.005, sent_at=sent)
+    opened, tries = _burst(pacer, 6.1)
+    assert opened == pytest.approx(6.0 + 1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert [event.fields["reason"] for event in tries] == ["probing"]
+    assert tries[0].fields["window_s"] == pytest.approx((0.6 + 1.4) / 2, abs=1e-3)
+    scout = pacer.reserve(opened + 0.1)
+    assert scout == pytest.approx(opened + 1.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    refused = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
+    assert refused is not None
+    assert refused.fields["window_s"] == pytest.approx(1.4)
+    assert pacer.throttle_pause(0.8) == pytest.approx(1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+
+
+def test_a_penalty_box_ceiling_refused_leaves_the_plain_reading() -> None:
+    """Refused at 1.4 s, the refusals were no penalty's: back to the window learned, with
+    no pause of the batch's own (the log holds it), the floor risen to the test's, and
+    the test not counted among the tries that may fail."""
+    pacer, _ = _learned_at_a_penalty_box()
+    rest = slots(pacer, 6.005, 19)
+    pacer.in_flight = 19
+    for sent in rest:
+        pacer.in_flight -= 1
+        pacer.on_success(sent + 0.005, sent_at=sent)
+    scout = pacer.reserve(6.1)
+    assert scout is not None
+    refused = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
+    assert refused is not None
+    assert refused.fields["reason"] == "probe_throttled"
+    assert refused.fields["window_s"] == pytest.approx(3.0)
+    assert pacer.throttle_pause(0.8) == 0.0
+    assert pacer.reserve(scout + 0.005) == pytest.approx(
+        6.0 + 3.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    )
+
+
+@pytest.mark.parametrize(
+    ("knocks", "why"),
+    [
+        ([1.5, 1.55, 1.6], "a refused gap (1.48 s) longer than the one through (1.4 s)"),
+        ([0.5, 1.0, 2.0], "the one through (1.0 s) more than PENALTY_TRY_SHARE of 3 s"),
+    ],
+)
+def test_refusals_a_penalty_box_does_not_explain_better_keep_the_plain_reading(
+    knocks: list[float], why: str
+) -> None:
+    """No test where the penalty's bounds disagree, or would win little."""
+    pacer = Pacer()
+    pacer.on_response()
+    _knocked_lump(pacer, 0.0, 20, knocks)
+    pacer.on_resume(3.0)
+    _knocked_lump(pacer, 3.0, 20, knocks)
+    pacer.on_resume(6.0)
+    event = pacer.on_success(6.005, sent_at=6.0)
+    assert event is not None
+    assert event.fields["window_s"] == pytest.approx(3.0), why
 
 
 def test_without_a_refusal_in_between_bursts_are_no_window() -> None:

@@ -140,6 +140,18 @@ SLOT_PAUSE_CUSHION = 3
 REFUSAL_STEP = 0.125
 SEEK_STEP = 0.25
 REFUSAL_DOUBLING = 8
+# A penalty box (a request that comes while refused restarts the refusal, a window
+# long) makes the same refusals tell another story: each refused request that followed
+# another came less than a window after it, and each burst that followed a refusal came
+# a window or more after it. Those gaps bound the window from both sides; where the
+# bounds agree and the ceiling is at most PENALTY_TRY_SHARE of the window learned from
+# start to start (a burst that knocked its way through a penalty spent several gaps
+# before the one that was a window long), the first burst after learning opens at that
+# ceiling. Through, the window is no longer, and the gaps' floor is what it is bisected
+# down to; a try refused from then on waits the window that held, whole, from its
+# refusal (knocking sooner would restart the penalty). Refused, the test cost one 429
+# and the plain reading stands.
+PENALTY_TRY_SHARE = 0.6
 # A burst on a window learned without hints opens with one request: the other
 # workers wait for its answer (up to SCOUT_PATIENCE of the window), so a window
 # that has not turned yet costs one 429, not one for each worker.
@@ -570,6 +582,14 @@ class Pacer:
         # gateway's from above (see BISECT_PRECISION): learned from start to start, it
         # has not, and may be short.
         self._held_opened = False
+        # The penalty box's reading of the refusals (see PENALTY_TRY_SHARE): the longest gap
+        # between two refusals with nothing through, and the shortest from a refusal to
+        # a burst start after it; whether the window learned is being tried at the
+        # latter, and whether such a try held (refused requests then restart it).
+        self._penalty_floor = 0.0
+        self._penalty_ceiling = math.inf
+        self._penalty_test = False
+        self._penalty_read = False
 
     @property
     def rate(self) -> float | None:
@@ -1433,6 +1453,9 @@ class Pacer:
         elif self._burst_start is not None:
             if self._successes_since_429 == 0 and self._unhinted_burst is not None:
                 self._refused_empty = True
+                if not self.window_learned:
+                    gap = sent_at - self._last_refused
+                    self._penalty_floor = max(self._penalty_floor, gap)
             else:
                 self._refused_empty = False
                 self._unhinted_burst = (self._burst_start, sent_at)
@@ -1545,7 +1568,7 @@ class Pacer:
         doubled = 2.0 ** (self.throttle_streak // REFUSAL_DOUBLING)
         if last_429 is not None:
             if self._try_refused:
-                return 0.0
+                return self._penalty_pause() if self._penalty_read else 0.0
             if self._seek_from is not None and not self.headers_seen:
                 step = min(1.0, SEEK_STEP * doubled)
                 return min(backoff, step * (last_429 - self._seek_from))
@@ -1557,6 +1580,12 @@ class Pacer:
         pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
         self._slot_paused = pause < backoff
         return pause
+
+    def _penalty_pause(self) -> float:
+        """After a refused try on a window read as a penalty box's: the refusal
+        restarted the penalty, so the batch waits the window that held, whole."""
+        assert self.window is not None  # noqa: S101
+        return self.window / self._probe_held * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 
     def _first_rate(self, now: float, measured: float, slow_since: float) -> None:
         """AIMD's first estimate (``measured`` per second, a 429 ``now``): a bound that
@@ -1629,6 +1658,8 @@ class Pacer:
         # it to the next is less than the window.
         pin = self._last_refused if refused_empty else None
         pinned, self._start_pin = self._start_pin, pin
+        if pin is not None and not self._last_hinted:
+            self._penalty_ceiling = min(self._penalty_ceiling, sent_at - pin)
         rate_measuring, self._rate_measuring = self._rate_measuring, None
         if rate_measuring is not None and not refused_empty and self.learned_rate is None:
             # Through at once after the pause: no lump. The successes this 429's
@@ -1660,6 +1691,12 @@ class Pacer:
             # one: kept to from start to start, a refusal then costs one 429).
             self._window_floor = max(0.0, pin - begun)
             self._window_ceiling = start - pinned
+            if self._penalty_floor < self._penalty_ceiling <= PENALTY_TRY_SHARE * window:
+                # The refusals read both ways: the window is first tried at the
+                # penalty box's ceiling (see PENALTY_TRY_SHARE).
+                self._penalty_test = True
+                self._probe_held = 1.0
+                self.probe_factor = window / self._penalty_ceiling
         # The burst under way went out before the log: it counts as sent now.
         self._log = sorted([*self._log, sent_at, *[now] * self.in_flight])
         return self._window_event("429_window")
@@ -1679,7 +1716,7 @@ class Pacer:
         """From now on spend ``limit`` requests per ``window``, as the send log does for a
         stated policy; the log starts with the (sorted) sends that used the last window."""
         self.window_learned = True
-        self._held_opened = False
+        self._held_opened = self._penalty_test = self._penalty_read = False
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
@@ -1701,13 +1738,14 @@ class Pacer:
         self._learned_quiet_since = now
         ceiling = self._window_ceiling
         if self._seek_from is None and scout_refused and self.limit > 1:
+            tested, self._penalty_test = self._penalty_test, False
             opened, floor = self._burst_opened, self._window_floor
             if floor is not None and opened is not None:
                 # Not turned yet, so long after the last burst opened: longer.
                 self._window_floor = max(floor, sent_at - opened)
             if self.probe_factor > self._probe_held:
                 self._try_refused = True
-                self._bisect_failures += 1
+                self._bisect_failures += 0 if tested else 1
             elif ceiling is not None and self.window / self.probe_factor < ceiling * (1 - 1e-9):
                 # Kept to, but never bounded: back to what is.
                 self._try_refused, self._held_opened = True, True
@@ -1760,6 +1798,14 @@ class Pacer:
         if floor is None or self._window_ceiling is None or not self.window:
             return None
         held, tried = self.window / self._probe_held, self.window / self.probe_factor
+        if self._penalty_test and opened is not None:
+            self._penalty_test = False
+            if sent_at - opened < self.window:
+                # Through at the penalty box's ceiling: the refusals before may have
+                # restarted a penalty, and what bounds the window is their gaps.
+                self._penalty_read = True
+                self._window_floor = floor = min(floor, self._penalty_floor)
+                self._window_ceiling = min(self._window_ceiling, tried)
         if pin is not None:
             # The span that would have let it go then: the window, margins taken off.
             bound = (sent_at - pin - WINDOW_GUARD) / (1.0 + WINDOW_SLACK)
