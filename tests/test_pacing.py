@@ -2135,18 +2135,27 @@ def _knocked_lump(pacer: Pacer, start: float, count: int, knocks: list[float]) -
 KNOCKS = [0.5, 1.0, 1.6]
 
 
-def _learned_at_a_penalty_box() -> tuple[Pacer, PacingEvent]:
+def _learned_at_a_penalty_box(knocks: list[float] = KNOCKS) -> tuple[Pacer, PacingEvent]:
     """20 per 3 s learned from two knocked bursts (``_knocked_lump``), the second
     burst's first request answered; the event it brought."""
     pacer = Pacer()
     pacer.on_response()
-    _knocked_lump(pacer, 0.0, 20, KNOCKS)
+    _knocked_lump(pacer, 0.0, 20, knocks)
     pacer.on_resume(3.0)
-    _knocked_lump(pacer, 3.0, 20, KNOCKS)
+    _knocked_lump(pacer, 3.0, 20, knocks)
     pacer.on_resume(6.0)
     event = pacer.on_success(6.005, sent_at=6.0)
     assert event is not None
     return pacer, event
+
+
+def _rest_of_the_burst(pacer: Pacer) -> None:
+    """The other 19 of the burst learned on, all in flight, then answered."""
+    rest = slots(pacer, 6.005, 19)
+    pacer.in_flight = 19
+    for sent in rest:
+        pacer.in_flight -= 1
+        pacer.on_success(sent + 0.005, sent_at=sent)
 
 
 def test_refusals_that_read_as_a_penalty_box_try_its_ceiling_first() -> None:
@@ -2159,11 +2168,7 @@ def test_refusals_that_read_as_a_penalty_box_try_its_ceiling_first() -> None:
     assert PENALTY_TRY_SHARE * 3.0 >= 1.4
     assert (event.fields["limit"], event.fields["window_s"]) == (20, pytest.approx(1.4))
     assert pacer.window == pytest.approx(3.0)
-    rest = slots(pacer, 6.005, 19)
-    pacer.in_flight = 19
-    for sent in rest:
-        pacer.in_flight -= 1
-        pacer.on_success(sent + 0.005, sent_at=sent)
+    _rest_of_the_burst(pacer)
     scout = pacer.reserve(6.1)
     assert scout == pytest.approx(6.0 + 1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
 
@@ -2174,11 +2179,7 @@ def test_a_penalty_box_ceiling_that_held_is_bisected_down_to_its_gaps() -> None:
     the middle. Refused, the batch waits the 1.4 s that held, whole, from the refusal:
     knocking sooner at a penalty box would restart the penalty."""
     pacer, _ = _learned_at_a_penalty_box()
-    rest = slots(pacer, 6.005, 19)
-    pacer.in_flight = 19
-    for sent in rest:
-        pacer.in_flight -= 1
-        pacer.on_success(sent + 0.005, sent_at=sent)
+    _rest_of_the_burst(pacer)
     opened, tries = _burst(pacer, 6.1)
     assert opened == pytest.approx(6.0 + 1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
     assert [event.fields["reason"] for event in tries] == ["probing"]
@@ -2196,11 +2197,7 @@ def test_a_penalty_box_ceiling_refused_leaves_the_plain_reading() -> None:
     no pause of the batch's own (the log holds it), the floor risen to the test's, and
     the test not counted among the tries that may fail."""
     pacer, _ = _learned_at_a_penalty_box()
-    rest = slots(pacer, 6.005, 19)
-    pacer.in_flight = 19
-    for sent in rest:
-        pacer.in_flight -= 1
-        pacer.on_success(sent + 0.005, sent_at=sent)
+    _rest_of_the_burst(pacer)
     scout = pacer.reserve(6.1)
     assert scout is not None
     refused = pacer.on_throttled(scout + 0.005, sent_at=scout, pause=0.8)
@@ -2224,14 +2221,7 @@ def test_refusals_a_penalty_box_does_not_explain_better_keep_the_plain_reading(
     knocks: list[float], why: str
 ) -> None:
     """No test where the penalty's bounds disagree, or would win little."""
-    pacer = Pacer()
-    pacer.on_response()
-    _knocked_lump(pacer, 0.0, 20, knocks)
-    pacer.on_resume(3.0)
-    _knocked_lump(pacer, 3.0, 20, knocks)
-    pacer.on_resume(6.0)
-    event = pacer.on_success(6.005, sent_at=6.0)
-    assert event is not None
+    _, event = _learned_at_a_penalty_box(knocks)
     assert event.fields["window_s"] == pytest.approx(3.0), why
 
 
