@@ -1556,7 +1556,8 @@ class Pacer:
         Refused with nothing through since a burst while no window is known: a
         step of the burst's age (REFUSAL_STEP), to find when the quota comes
         back. On a window learned from refusals, a burst refused at its first
-        request: no pause when the log holds the batch to a window that held,
+        request: no pause when the log holds the batch to a window that held (read as a
+        penalty box's, that window whole),
         else a step of the time since the last burst opened (SEEK_STEP). Paced
         by a rate learned from 429s (AIMD), the cut rate is the answer, as it is
         to a lost packet in TCP: the batch only waits a slot at that rate for
