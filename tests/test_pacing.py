@@ -2194,8 +2194,7 @@ def test_a_penalty_box_ceiling_that_held_is_bisected_down_to_its_gaps() -> None:
 
 def test_a_penalty_box_ceiling_refused_leaves_the_plain_reading() -> None:
     """Refused at 1.4 s, the refusals were no penalty's: back to the window learned, with
-    no pause of the batch's own (the log holds it), the floor risen to the test's, and
-    the test not counted among the tries that may fail."""
+    no pause of the batch's own (the log holds it)."""
     pacer, _ = _learned_at_a_penalty_box()
     _rest_of_the_burst(pacer)
     scout = pacer.reserve(6.1)

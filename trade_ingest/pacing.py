@@ -1569,7 +1569,9 @@ class Pacer:
         doubled = 2.0 ** (self.throttle_streak // REFUSAL_DOUBLING)
         if last_429 is not None:
             if self._try_refused:
-                return self._penalty_pause() if self._penalty_read else 0.0
+                # Read as a penalty box's, the refusal restarted the penalty: the window
+                # that held (in use again), whole.
+                return (self.window_span() or 0.0) if self._penalty_read else 0.0
             if self._seek_from is not None and not self.headers_seen:
                 step = min(1.0, SEEK_STEP * doubled)
                 return min(backoff, step * (last_429 - self._seek_from))
@@ -1581,12 +1583,6 @@ class Pacer:
         pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
         self._slot_paused = pause < backoff
         return pause
-
-    def _penalty_pause(self) -> float:
-        """After a refused try on a window read as a penalty box's: the refusal
-        restarted the penalty, so the batch waits the window that held, whole."""
-        assert self.window is not None  # noqa: S101
-        return self.window / self._probe_held * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 
     def _first_rate(self, now: float, measured: float, slow_since: float) -> None:
         """AIMD's first estimate (``measured`` per second, a 429 ``now``): a bound that
