@@ -2224,6 +2224,88 @@ def test_refusals_a_penalty_box_does_not_explain_better_keep_the_plain_reading(
     assert event.fields["window_s"] == pytest.approx(3.0), why
 
 
+def _second_burst_refused(pacer: Pacer) -> float:
+    """After a first burst that knocked its way through (``_knocked_lump``: the gap
+    through, the penalty box's ceiling, 1.4 s), a second burst of 20 from 3.0 s, refused
+    at 3.02 s and again, with nothing through, at 3.52 s; when that refusal came back."""
+    pacer.on_response()
+    _knocked_lump(pacer, 0.0, 20, KNOCKS)
+    pacer.on_resume(3.0)
+    throttled = _unhinted_burst(pacer, 3.0, 20)
+    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.5)
+    assert pacer.throttle_pause(0.5) == 0.5  # something came through since: no knock yet
+    pacer.on_resume(3.52)
+    pacer.on_throttled(3.525, sent_at=3.52, pause=0.6)
+    return 3.525
+
+
+def _learned_by_a_knock_at_the_ceiling() -> tuple[Pacer, float, PacingEvent]:
+    """``_second_burst_refused``, then its knock at the ceiling through, the burst it
+    opened (20) all answered; when that knock went, and the event it brought."""
+    pacer = Pacer()
+    now = _second_burst_refused(pacer)
+    through = now + pacer.throttle_pause(0.6)
+    pacer.on_resume(through)
+    event = pacer.on_success(through + 0.005, sent_at=through)
+    assert event is not None
+    rest = slots(pacer, through + 0.005, 19)
+    pacer.in_flight = 19
+    for sent in rest:
+        pacer.in_flight -= 1
+        pacer.on_success(sent + 0.005, sent_at=sent)
+    return pacer, through, event
+
+
+def test_the_next_burst_knocks_first_at_the_penalty_box_ceiling() -> None:
+    """The first knock of the second burst waits the gap that let the first burst's
+    knocking through (the window's length, at a penalty box, where each shorter knock
+    restarts the penalty), not REFUSAL_STEP of the burst's age, and longer than the
+    backoff; its margins are the window's. Through, the start is pinned by that refusal
+    and a window is learned from start to start."""
+    pacer = Pacer()
+    now = _second_burst_refused(pacer)
+    assert pacer.throttle_pause(0.6) == pytest.approx(1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    _, through, event = _learned_by_a_knock_at_the_ceiling()
+    assert through == pytest.approx(now + 1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert event.name == "pacing.rate_learned"
+    assert (event.fields["limit"], event.fields["window_s"]) == (20, pytest.approx(through - 3.0))
+
+
+def test_the_longest_refused_gap_is_a_floor_under_the_window() -> None:
+    """Two refusals with nothing through between came inside one window (or one
+    penalty): the first burst's longest such gap, 0.6 s, is a floor under the window
+    learned, above the 0.52 s from the second burst's start to its last refusal, and
+    the bisection's first try goes halfway to it."""
+    pacer, through, _ = _learned_by_a_knock_at_the_ceiling()
+    learned = through - 3.0
+    opened, tries = _burst(pacer, through + 0.1)
+    assert opened == pytest.approx(through + learned * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert [event.fields["reason"] for event in tries] == ["probing"]
+    assert tries[0].fields["window_s"] == pytest.approx((0.6 + learned) / 2, abs=1e-3)
+
+
+def test_a_knock_at_the_ceiling_refused_goes_back_to_the_refusal_step() -> None:
+    """Refused at the ceiling (a plain window, whose knocking found its turn sooner than a
+    window after a refusal), the knocking goes on a step of the burst's age at a time."""
+    pacer = Pacer()
+    now = _second_burst_refused(pacer) + pacer.throttle_pause(0.6)
+    pacer.on_resume(now)
+    pacer.on_throttled(now + 0.005, sent_at=now, pause=0.7)
+    assert pacer.throttle_pause(0.7) == pytest.approx(REFUSAL_STEP * (now + 0.005 - 3.0))
+
+
+def test_the_first_burst_knocks_a_step_at_a_time() -> None:
+    """No burst has come through after a refusal yet: no ceiling, the first knock is a
+    step of the burst's age."""
+    pacer = Pacer()
+    pacer.on_response()
+    throttled = _unhinted_burst(pacer, 0.0, 20)
+    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.5)
+    pacer.on_resume(0.5)
+    pacer.on_throttled(0.505, sent_at=0.5, pause=0.6)
+    assert pacer.throttle_pause(0.6) == pytest.approx(REFUSAL_STEP * 0.505)
+
+
 def test_without_a_refusal_in_between_bursts_are_no_window() -> None:
     """A 429 without a hint, and the next burst comes through at once after our pause:
     a token bucket refilling looks the same; the rate is learned from 429s instead."""

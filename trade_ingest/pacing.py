@@ -151,6 +151,11 @@ REFUSAL_DOUBLING = 8
 # down to; a try refused from then on waits the window that held, whole, from its
 # refusal (knocking sooner would restart the penalty). Refused, the test cost one 429
 # and the plain reading stands.
+# Before that, a burst's second knock waits the ceiling once the burst that set it went
+# out within BURST_SHARE of it (a lump, let through long after its refusal): at a penalty
+# box each step shorter would restart the penalty and the second window would be found
+# as late as the first. At a plain window it is through, a start no later than the one
+# knocking finds plus the gap, or refused, and the knocking goes on in steps.
 PENALTY_TRY_SHARE = 0.6
 # A burst on a window learned without hints opens with one request: the other
 # workers wait for its answer (up to SCOUT_PATIENCE of the window), so a window
@@ -590,6 +595,9 @@ class Pacer:
         self._penalty_ceiling = math.inf
         self._penalty_test = False
         self._penalty_read = False
+        self._burst_knocks = 0
+        self._knock_at_ceiling = False
+        self._ceiling_knock_pays = False
 
     @property
     def rate(self) -> float | None:
@@ -1456,6 +1464,12 @@ class Pacer:
                 if not self.window_learned:
                     gap = sent_at - self._last_refused
                     self._penalty_floor = max(self._penalty_floor, gap)
+                    self._burst_knocks += 1
+                    self._knock_at_ceiling = (
+                        self._burst_knocks == 1
+                        and self.learned_rate is None
+                        and self._ceiling_knock_pays
+                    )
             else:
                 self._refused_empty = False
                 self._unhinted_burst = (self._burst_start, sent_at)
@@ -1576,6 +1590,9 @@ class Pacer:
                 step = min(1.0, SEEK_STEP * doubled)
                 return min(backoff, step * (last_429 - self._seek_from))
             if learning and self._refused_empty and burst:
+                if self._knock_at_ceiling:
+                    self._knock_at_ceiling = False
+                    return self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
                 step = min(1.0, REFUSAL_STEP * doubled)
                 return min(backoff, step * (last_429 - burst[0]))
         if not learning or self.learned_rate is None or self.throttle_streak > 1:
@@ -1649,6 +1666,7 @@ class Pacer:
         burst, self._unhinted_burst = self._unhinted_burst, None
         self._burst_start = start
         refused_empty, self._refused_empty = self._refused_empty, False
+        self._burst_knocks, self._knock_at_ceiling = 0, False
         # Begun right after a refusal, a burst starts when the quota came back
         # (within a step of the refusals, see REFUSAL_STEP); the run's first
         # burst, say, may start anywhere in a fixed window, and the time from
@@ -1657,6 +1675,10 @@ class Pacer:
         pinned, self._start_pin = self._start_pin, pin
         if pin is not None and not self._last_hinted:
             self._penalty_ceiling = min(self._penalty_ceiling, sent_at - pin)
+            sent = [t for t in self._recent_sends if burst and burst[0] <= t < burst[1]]
+            self._ceiling_knock_pays = bool(sent) and (
+                max(sent) - min(sent) <= BURST_SHARE * self._penalty_ceiling
+            )
         rate_measuring, self._rate_measuring = self._rate_measuring, None
         if rate_measuring is not None and not refused_empty and self.learned_rate is None:
             # Through at once after the pause: no lump. The successes this 429's
@@ -1686,7 +1708,7 @@ class Pacer:
             # than from the refusal before the first start to the second (a fixed
             # window's first burst may have started later after its turn than this
             # one: kept to from start to start, a refusal then costs one 429).
-            self._window_floor = max(0.0, pin - begun)
+            self._window_floor = max(0.0, pin - begun, self._penalty_floor)
             self._window_ceiling = start - pinned
             if self._penalty_floor < self._penalty_ceiling <= PENALTY_TRY_SHARE * window:
                 # The refusals read both ways: the window is first tried at the
