@@ -2256,11 +2256,11 @@ def _learned_by_a_knock_at_the_ceiling() -> tuple[Pacer, float, PacingEvent]:
     return pacer, through, event
 
 
-def test_the_next_burst_knocks_first_at_the_penalty_box_ceiling() -> None:
-    """The first knock of the second burst waits the gap that let the first burst's
-    knocking through (the window's length, at a penalty box, where each shorter knock
-    restarts the penalty), not REFUSAL_STEP of the burst's age, and longer than the
-    backoff; its margins are the window's. Through, the start is pinned by that refusal
+def test_the_next_burst_knocks_again_at_the_penalty_box_ceiling() -> None:
+    """The second burst's knock after its first refused one waits the gap that let the
+    first burst's knocking through (the window's length, at a penalty box, where each
+    shorter knock restarts the penalty), not REFUSAL_STEP of the burst's age, and longer
+    than the backoff; its margins are the window's. Through, the start is pinned by that refusal
     and a window is learned from start to start."""
     pacer = Pacer()
     now = _second_burst_refused(pacer)

@@ -1673,11 +1673,11 @@ class Pacer:
         # it to the next is less than the window.
         pin = self._last_refused if refused_empty else None
         pinned, self._start_pin = self._start_pin, pin
+        sends = sorted(t for t in self._recent_sends if burst and burst[0] <= t < burst[1])
         if pin is not None and not self._last_hinted:
             self._penalty_ceiling = min(self._penalty_ceiling, sent_at - pin)
-            sent = [t for t in self._recent_sends if burst and burst[0] <= t < burst[1]]
-            self._ceiling_knock_pays = bool(sent) and (
-                max(sent) - min(sent) <= BURST_SHARE * self._penalty_ceiling
+            self._ceiling_knock_pays = bool(sends) and (
+                sends[-1] - sends[0] <= BURST_SHARE * self._penalty_ceiling
             )
         rate_measuring, self._rate_measuring = self._rate_measuring, None
         if rate_measuring is not None and not refused_empty and self.learned_rate is None:
@@ -1692,8 +1692,7 @@ class Pacer:
                 return self._report("429", ceiling_per_s=round(self.ceiling or 0.0, 4))
         if burst is None or pin is None or pinned is None or self._last_hinted:
             return None
-        begun, throttled = burst
-        sends = sorted(t for t in self._recent_sends if begun <= t < throttled)
+        begun = burst[0]
         window = start - begun
         if not sends or window <= 0:
             return None
