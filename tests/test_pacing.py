@@ -1079,8 +1079,32 @@ def test_a_quota_of_one_answered_after_the_next_429_still_gives_the_window() -> 
     assert event.name == "pacing.rate_learned"
     assert event.fields["limit"] == 1
     assert event.fields["window_s"] == pytest.approx(5.003)
-    assert pacer.reserve(8.006) == pytest.approx(8.006)
-    assert pacer.reserve(8.006) == pytest.approx(8.006 + 5.003)  # the next, a window later
+    # A window of one learned from a burst, not an even pace: kept to with its margin.
+    span = 5.003 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    assert pacer.reserve(8.006) == pytest.approx(3.003 + span)
+    assert pacer.reserve(8.006) is None  # the next, a window later
+    assert pacer.pending_slot == pytest.approx(3.003 + 2 * span)
+
+
+def test_a_window_of_one_learned_from_a_burst_keeps_its_margin_when_tried_shorter() -> None:
+    """A window of one a second, its two Retry-Afters read as HTTP-dates a second late:
+    learned as one in two seconds and tried at once at one (SHORT_WINDOW_READINGS), the
+    sends keep the window's margin. Spaced exactly a second apart, a send that left a
+    millisecond early was refused, and the refused try held the batch to one in two
+    seconds (a sweep's sliding window of one a second, 12 trades: 0.54 of its rate)."""
+    pacer = Pacer()
+    pacer.on_response()
+    pacer.on_success(0.014, sent_at=0.0)
+    pacer.on_throttled(0.002, sent_at=0.001, pause=1.998, hinted=True)  # to 2.0
+    pacer.in_flight = 1  # the one that gets through, sent at 2.001
+    pacer.on_throttled(2.005, sent_at=2.004, pause=1.995, hinted=True)  # to 4.0
+    pacer.in_flight = 0
+    pacer.on_success(2.026, sent_at=2.001)
+    event = pacer.on_resume(4.0)
+    assert event is not None
+    assert (event.fields["limit"], event.fields["window_s"]) == (1, pytest.approx(1.0))
+    assert pacer.reserve(4.001) == pytest.approx(4.001)
+    assert pacer.reserve(4.001) == pytest.approx(4.001 + 1.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
 
 
 def test_a_hinted_429_with_nothing_in_flight_and_nothing_through_measures_nothing() -> None:

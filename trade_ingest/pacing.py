@@ -521,6 +521,9 @@ class Pacer:
         # the send times of the successes since the last burst began, while no
         # window is known, and when to try a shorter window.
         self.window_learned = False
+        # The learned window is an even pace's spacing (see ``_even_pace``), its margin
+        # in; a window learned from a burst of one gets the usual margin.
+        self._evenly_paced = False
         self._recent_sends: list[float] = []
         self._last_hinted = False
         # Quiet windows before the next try, its step, and the last step taken.
@@ -659,8 +662,8 @@ class Pacer:
         """The window the quota is kept to: the gateway's, a little longer (None: unknown)."""
         if self.window is None or self.limit is None:
             return None
-        if self.window_learned and self.limit == 1:
-            return self.window / self.probe_factor  # an even pace, its margin already in
+        if self._evenly_paced:
+            return self.window / self.probe_factor  # its margin already in
         return self.window / self.probe_factor * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 
     def next_window_slot(
@@ -1729,11 +1732,13 @@ class Pacer:
             # Sent slower than a burst: only the rate is known. A log of one send
             # per slot is an even pace.
             self._learn_window(now, 1, _even_pace(window, len(sends)), sends)
+            self._evenly_paced = True
 
     def _learn_window(self, now: float, limit: int, window: float, sends: list[float]) -> None:
         """From now on spend ``limit`` requests per ``window``, as the send log does for a
         stated policy; the log starts with the (sorted) sends that used the last window."""
         self.window_learned = True
+        self._evenly_paced = False
         self._held_opened = self._penalty_test = self._penalty_read = False
         self._recent_sends = []
         self.limit, self.window = limit, window
@@ -1788,7 +1793,7 @@ class Pacer:
             reason = "probe_throttled"
         elif self.limit > 1:
             self.window = _even_pace(self.window / self.probe_factor, self.limit)
-            self.limit = 1
+            self.limit, self._evenly_paced = 1, True
             self.probe_factor = self._probe_held = 1.0
             reason = "429_even_pace"
         else:
