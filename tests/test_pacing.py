@@ -1811,6 +1811,36 @@ def test_a_try_refused_after_one_window_of_quota_tells_nothing_of_the_limit() ->
     assert budget <= tried <= budget + 1.03 + 0.01
 
 
+@pytest.mark.parametrize("answered_after", [4, 0])
+def test_a_failed_trys_trades_answered_after_its_429_count_in_what_it_got(
+    answered_after: int,
+) -> None:
+    """A try's second burst is in flight when the 429 of its last request comes back (a
+    429 comes back sooner than a trade). Read at the 429 (two of it through), the held
+    rate seems within NEAR_LIMIT of the gateway's, and the next try would wait
+    NEAR_LIMIT_WAIT times as long; four more answered after it count too, the held rate
+    reads well below the gateway's, and the next try waits only twice as long: here, as
+    soon as the cost of tries allows (a sweep's token bucket of 22.5/s, burst 16, was
+    held at 15.7/s for the rest of a 17-s run). With none more, it still waits long."""
+    pacer, _ = _short_window_learned()
+    pacer.on_resume(2.05)  # ten a window, the window tried at once twice as short
+    for _ in range(10):
+        pacer.on_success(2.06, sent_at=2.05)
+    span = pacer.window_span()
+    assert span is not None
+    second = 2.05 + span
+    for _ in range(2):
+        pacer.on_success(second + 0.005, sent_at=second)
+    refused = pacer.on_throttled(second + 0.002, sent_at=second + 0.001, pause=1.0, hinted=True)
+    assert refused is not None
+    assert refused.fields["reason"] == "probe_throttled"
+    for _ in range(answered_after):
+        pacer.on_success(second + 0.01, sent_at=second)
+    assert pacer.on_resume(second + 1.002) is None
+    _, probes = _pace(pacer, second + 1.002, 2.05 + 1.0 / TRY_COST_SHARE + 2.0)
+    assert [event.fields["reason"] for _, event in probes] == ["probing"] * bool(answered_after)
+
+
 def test_each_failed_try_makes_the_next_go_half_as_far() -> None:
     """A try refused says the window lies between what held and what was tried: the next
     goes halfway there (a fixed window refuses a try a little too short only once its turn
