@@ -1830,7 +1830,7 @@ def test_a_failed_trys_trades_answered_after_its_429_count_in_what_it_got(
     assert span is not None
     second = 2.05 + span
     for _ in range(2):
-        pacer.on_success(second + 0.005, sent_at=second)
+        pacer.on_success(second + 0.0015, sent_at=second)
     refused = pacer.on_throttled(second + 0.002, sent_at=second + 0.001, pause=1.0, hinted=True)
     assert refused is not None
     assert refused.fields["reason"] == "probe_throttled"
