@@ -1787,10 +1787,10 @@ class Pacer:
         if self._seek_from is not None:
             return None
         if self.probe_factor > self._probe_held:
-            started = self._probe_started
-            near = started is not None and self._held_near_limit(started, sent_at)
-            self._near_limit_try = (started, sent_at) if started is not None and near else None
-            longer = NEAR_LIMIT_WAIT if near else 2.0
+            started, self._near_limit_try = self._probe_started, None
+            if started is not None and self._held_near_limit(started, sent_at):
+                self._near_limit_try = (started, sent_at)
+            longer = 2.0 if self._near_limit_try is None else NEAR_LIMIT_WAIT
             if not self._measuring_try:
                 self._tries_cost += self._last_pause
                 failed_step = self.probe_factor / self._probe_held
