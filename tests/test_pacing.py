@@ -797,6 +797,82 @@ def test_a_slot_held_from_a_shorter_window_no_longer_holds_once_a_longer_one_is_
     assert pacer.still_holds(again)
 
 
+def _spent_six_per_window_read_as_four() -> Pacer:
+    """Six a window, turning on the second at epoch 1005 (the server's clock is ours plus
+    1000, known to 10 ms): the first answer reads the reset 4.97 s off, so the window is
+    read as 4 s; the quota goes at once, the last answer says it is spent until 1005."""
+    pacer = Pacer()
+    assert pacer.reserve(0.0) == 0.0
+
+    def quota(now: float, remaining: int) -> Quota:
+        return Quota(6, remaining, 1005.0 - (1000.0 + now), reset_error=0.01, reset_at=1005.0)
+
+    pacer.on_quota(0.03, quota(0.03, 5), sent_at=0.0)
+    pacer.on_success(0.03, sent_at=0.0)
+    assert pacer.window_estimate == 4.0
+    assert pacer.logging
+    assert slots(pacer, 0.03, 5) == [0.03] * 5
+    for n in range(5):
+        pacer.on_quota(0.06 + n / 100, quota(0.06 + n / 100, 4 - n), sent_at=0.03)
+        pacer.on_success(0.06 + n / 100, sent_at=0.03)
+    return pacer
+
+
+@pytest.mark.parametrize("turned_before_the_named_second", [False, True])
+def test_a_spent_window_read_from_an_epoch_reset_opens_with_one_request(
+    turned_before_the_named_second: bool,
+) -> None:
+    """A reset read 4.97 s off is 3.97-4.97 s off (rounded up to the epoch second): a
+    window of 4 turning at a fraction of a second, or of 5 turning on it, as most do;
+    the window is read as 4. Spent, its next window opens with one request; the rest
+    wait for its answer. Refused, and naming the turn a success answered 4 s before
+    named, the window is 5 (a sweep's 6 per 5 s, 19 trades: a burst of six 429s and
+    28% refused once the rate was known). Through, the rest go at once."""
+    pacer = _spent_six_per_window_read_as_four()
+    opening = pacer.reserve(0.2)
+    span = 4.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    assert opening == pytest.approx(0.03 + span)  # a span after the quota went
+    assert pacer.reserve(0.2) is None  # the rest wait for its answer
+    assert pacer.reserve(opening) is None
+    if turned_before_the_named_second:
+        answered = opening + 0.03
+        pacer.on_quota(answered, Quota(6, 5, 4.0, reset_error=0.01, reset_at=1009.0), opening)
+        pacer.on_success(answered, sent_at=opening)
+        assert slots(pacer, answered, 5) == [answered] * 5
+        assert pacer.window_estimate == 4.0
+        # The window turns before the second its resets name: no more opening alone.
+        spent = Quota(6, 0, 1009.0 - (1000.0 + answered), reset_error=0.01, reset_at=1009.0)
+        pacer.on_quota(answered + 0.01, spent, sent_at=answered)
+        assert slots(pacer, answered + 0.02, 2) == pytest.approx([opening + span, answered + span])
+        return
+    answered = opening + 0.001
+    refused = Quota(6, 0, 1005.0 - (1000.0 + answered), reset_error=0.01, reset_at=1005.0)
+    pacer.on_quota(answered, refused, sent_at=opening, throttled=True)
+    event = pacer.on_throttled(
+        answered, sent_at=opening, pause=1005.0 - 1000.0 - answered, hinted=True
+    )
+    assert event == PacingEvent(
+        "pacing.window_learned", {"kind": "longer", "limit": 6, "window_s": 5.0}
+    )
+    assert pacer.probe_factor == 1.0  # the window was short, not the pace too fast
+    assert pacer.window == 5.0
+    pacer.cancel(opening)
+    # One goes at the turn named (the refusal's answer promised it), the rest a 5-s span
+    # after the six sends before (the refused request was not counted: all six stay logged).
+    assert pacer.reserve(4.5) == pytest.approx(5.0 + WINDOW_GUARD)
+    assert pacer.reserve(4.5) == pytest.approx(0.03 + 5.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+
+
+def test_a_429_within_the_window_read_from_a_named_turn_lengthens_nothing() -> None:
+    """Refused within the window read (others share the quota, say): no longer window."""
+    pacer = _spent_six_per_window_read_as_four()
+    refused = Quota(6, 0, 1005.0 - 1003.0, reset_error=0.01, reset_at=1005.0)
+    pacer.on_quota(3.001, refused, sent_at=3.0, throttled=True)
+    event = pacer.on_throttled(3.001, sent_at=3.0, pause=2.0, hinted=True)
+    assert pacer.window_estimate == 4.0
+    assert event is None or event.fields.get("reason") == "throttled_despite_headers"
+
+
 def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
     """Quota forgotten while young marks a fixed window; spent, it pauses until the reset
     (when that comes before the log frees a slot) and then the whole quota is free at once."""

@@ -388,7 +388,11 @@ def test_server_clock_starts_again_when_a_clock_is_set() -> None:
         # X-RateLimit-* in Twitter's spelling, and Discord's delta beside its epoch reset.
         ({"X-Rate-Limit-Limit": "900", "X-Rate-Limit-Remaining": "899",
           "X-Rate-Limit-Reset": str(int(NOW) + 60)},
-         Quota(900, 899, 60.0, None, reset_error=1.0)),
+         Quota(900, 899, 60.0, None, reset_error=1.0, reset_at=int(NOW) + 60)),
+        # Epoch milliseconds name their turn in seconds.
+        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW * 1000) + 2500)},
+         Quota(None, 0, pytest.approx(2.5), None, reset_error=1.0,
+               reset_at=pytest.approx(int(NOW * 1000) / 1000 + 2.5))),
         ({"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
           "X-RateLimit-Reset": str(NOW + 30.5), "X-RateLimit-Reset-After": "1.25"},
          Quota(5, 0, 1.25, None)),
@@ -408,9 +412,10 @@ def test_epoch_reset_read_against_the_server_clock() -> None:
         {"Date": _date(NOW), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) + 2)}
     )
     # The Date is truncated to the second: the reset may be overstated by up to one.
-    assert parse_quota(headers, NOW + 5) == Quota(None, 0, 2.0, None, reset_error=1.0)
+    turn = int(NOW) + 2
+    assert parse_quota(headers, NOW + 5) == Quota(None, 0, 2.0, None, 1.0, turn)
     assert parse_quota(headers, NOW + 5, server_time=NOW + 0.6, server_time_error=0.02) == Quota(
-        None, 0, pytest.approx(1.4), None, reset_error=0.02
+        None, 0, pytest.approx(1.4), None, reset_error=0.02, reset_at=turn
     )
     delta = httpx.Headers({"Date": _date(NOW), "X-RateLimit-Reset": "2"})
     assert parse_quota(delta, NOW + 5) == Quota(None, None, 2.0, None)

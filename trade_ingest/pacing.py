@@ -219,6 +219,12 @@ LEARNED_CUT = 0.05
 NEAR_LIMIT = 0.9
 NEAR_LIMIT_WAIT = 8.0
 HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
+# The turns named by epoch resets kept, with when a success first named each; the
+# shortest window read from them whose spent quota's next window opens with one request
+# (a second short, a window of one reads as none: windows of a second have their own
+# tries, see EARLY_FIRST_TRY and REFILL_SCOUT_SHARE).
+NAMED_TURNS_KEPT = 4
+NAMED_TURN_SCOUTED_FROM = 2.0
 # A window measured from the ends of two hinted pauses shorter than this many
 # resolutions is tried shorter at once (see ``on_resume``).
 SHORT_WINDOW_READINGS = 2.5
@@ -412,6 +418,14 @@ class Pacer:
         self._window_estimate_sure = False
         # The least the window may be, from epoch resets read while the clock was unsure.
         self._window_least = 0.0
+        # Epoch resets (see ``_named_turn``): for each of the last turns named, when the
+        # first success that named it was answered; when the turn a spent quota named
+        # comes, as read (None: not spent); whether a 429 just lengthened the window.
+        self._turn_named: dict[float, float] = {}
+        self._spent_until: float | None = None
+        self._named_longer = False
+        # Whether a request got through before such a turn (then no more scouts for it).
+        self._turns_early = False
         # When a spent quota's pause cut to the window estimate ends (see ``on_quota``).
         self._cut_resume: float | None = None
         # A whole-second reset resumed sooner (see EARLY_FIRST_TRY): the share of it that
@@ -790,7 +804,16 @@ class Pacer:
         # each burst with one request: a try that fails costs one 429, not a burst's.
         trying = self.probe_factor > self._probe_held
         scouting = self.window_learned and (self._window_floor is not None or trying) and limit > 1
-        if scouting and self._scout_at is not None:
+        # A spent quota's window read from epoch resets, opening before the turn they
+        # named: maybe a second short (see ``_named_turn``).
+        turn = self._spent_until
+        ahead_of_turn = (
+            turn is not None
+            and limit > 1
+            and not (self.window_stated or self._turns_early)
+            and (self.window_estimate or 0.0) >= NAMED_TURN_SCOUTED_FROM
+        )
+        if (scouting or ahead_of_turn) and self._scout_at is not None:
             if now < self._scout_at + SCOUT_PATIENCE * span:
                 return None  # the burst waits for its first request's answer
             self._scout_at = None
@@ -805,6 +828,8 @@ class Pacer:
             return None
         if scouting and slot - self._last_through >= span / 2:
             self._scout_at = slot  # opens a burst
+        elif ahead_of_turn and turn is not None and slot < turn:
+            self._scout_at = slot
         if self._probe_at is not None and slot >= self._probe_at:
             self._probe_at = None  # the request the gateway promised has gone
         bisect.insort(self._log, slot)
@@ -812,11 +837,14 @@ class Pacer:
         self._sent_in_period += 1
         return slot
 
-    def _reconcile(self, now: float, sent_at: float, quota: Quota, span: float) -> float | None:
+    def _reconcile(
+        self, now: float, sent_at: float, quota: Quota, span: float, throttled: bool
+    ) -> float | None:
         """Match the send log to what the gateway says it counted; a pause when the quota
         is spent and comes back in one lump (a fixed window), else None.
 
-        The gateway counted ``limit - remaining`` requests up to this one. More
+        The gateway counted ``limit - remaining`` requests up to this one (with this
+        one, unless it was ``throttled``: a refused request is not counted). More
         than the log holds: others share the quota, and their sends are logged
         as if made now (the safe guess). Fewer: the gateway forgot some sooner
         than a sliding window would; the oldest are dropped, and a large lump
@@ -839,13 +867,13 @@ class Pacer:
             # have reached the gateway as late as that.
             at = bisect.bisect_right(log, now)
             log[at:at] = [now] * (used - sent_by_now)
-        elif used - 1 < middle - low:
-            # ``used`` counts this request; the settled sends do not include it.
+        elif (before := used - (not throttled)) < middle - low:
+            # The settled sends do not include this request.
             # Forgotten while younger than half a window: not a sliding window.
             young = middle - min(middle, bisect.bisect_right(log, sent_at - self.window / 2))
-            if used - 1 < young - max(2, LUMP_SHARE * self.limit):
+            if before < young - max(2, LUMP_SHARE * self.limit):
                 self.lumpy = True
-            del log[low : low + middle - low - (used - 1)]
+            del log[low : low + middle - low - before]
         if quota.remaining == 0 and quota.reset:
             wait = self.next_window_slot(now, self.limit, span, take_probe=False) - now
             if quota.reset <= wait and self.lumpy:
@@ -1130,6 +1158,8 @@ class Pacer:
                 self._window_estimate_sure = True
             elif seen is not None and sure >= self._window_estimate_sure:
                 self.window_estimate = max(self.window_estimate or seen, seen)
+        if quota.reset_at is not None and quota.window is None:
+            self._named_turn(now, sent, quota, fresh=fresh, throttled=throttled)
         if self._window_estimate_sure and self.window_estimate == HINT_RESOLUTION:
             if self._one_second_since is None:
                 self._one_second_since = now
@@ -1173,7 +1203,7 @@ class Pacer:
             if reason == "refills_faster":
                 return self._bucket_event(quota), None  # paced by rate from the next
             was_lumpy = self.lumpy
-            pause = self._reconcile(now, sent, quota, span) if fresh else None
+            pause = self._reconcile(now, sent, quota, span, throttled) if fresh else None
             if pause is not None:
                 reason = "quota_exhausted"
             event = self._report(reason, limit=quota.limit, window_s=self.window)
@@ -1256,6 +1286,45 @@ class Pacer:
         if pause is not None and pause <= 0.0:
             pause = None  # resumed from the send: already due
         return self._report(reason, limit=quota.limit, window_s=window), pause
+
+    def _named_turn(
+        self, now: float, sent: float, quota: Quota, *, fresh: bool, throttled: bool
+    ) -> None:
+        """Learn from the turn an epoch reset names, whatever the clocks: the same epoch
+        named twice is the same turn.
+
+        A reset read as 4.97 s is 3.97-4.97 s off (rounded up to the epoch second), so
+        the window is read as 4: right for one turning at a fraction of a second, a
+        second short for one turning on the second, as most do. Which it is, only a
+        request sent between the two tells: until then a spent quota's next window
+        opens with one request (``_reserve_in_window``), so a wrong guess costs one
+        429, not a burst's. Refused, a request sent longer after a success naming
+        the same turn was answered than the window read says, the window is longer:
+        both were counted within one fixed window (a sliding log's oldest request may
+        have changed within the named second: a second more at most).
+        """
+        assert quota.reset_at is not None  # noqa: S101
+        named, turn = quota.reset_at, self._spent_until
+        if not throttled and turn is not None and sent < turn:
+            # Through before the turn a spent quota named: the quota comes back sooner
+            # than that second says (a window turning at a fraction of a second, a
+            # sliding log): the window read is not a second short for that reason.
+            self._turns_early = True
+        if fresh and quota.remaining == 0 and quota.reset:
+            self._spent_until = now + quota.reset - quota.reset_error  # the earliest it is
+        elif fresh and quota.remaining:
+            self._spent_until = None
+        turns = self._turn_named
+        if not throttled:
+            turns.setdefault(named, now)  # answers are told in the order they came
+            if len(turns) > NAMED_TURNS_KEPT:
+                del turns[min(turns)]
+            return
+        answered, estimate = turns.get(named), self.window_estimate
+        if answered is None or estimate is None or sent - answered <= estimate:
+            return
+        self.window_estimate = math.floor(sent - answered) + HINT_RESOLUTION
+        self._named_longer = True
 
     def _undo_doubling(self) -> None:
         """The quota ran out: a pace doubled since it was last seen unused was too fast;
@@ -1496,15 +1565,17 @@ class Pacer:
                 return None  # the window read holds, and so does the pace
             if self._early_verdict(now, sent_at, held=False):
                 return self._report("reset_try_throttled", reset_share=round(self._early_held, 4))
+            if self._named_longer:
+                # Refused within the turn a success named, later than the window read
+                # allowed (``_named_turn``): the window is longer, not the pace too fast.
+                self._named_longer = False
+                return self._window_event_longer()
             cut = self._cut_resume
             if cut is not None and sent_at >= cut and self.window_estimate is not None:
                 # Refused after a pause cut to the window estimate: a second short.
                 self._cut_resume = None
                 self.window_estimate += HINT_RESOLUTION
-                return PacingEvent(
-                    "pacing.window_learned",
-                    {"kind": "longer", "limit": self.limit, "window_s": self.window_estimate},
-                )
+                return self._window_event_longer()
             # Paced from headers and still throttled: the margin was too thin. A bucket's
             # refill seen once is no promise (others may share it now): it steps back too.
             self._undo_doubling()
@@ -1951,6 +2022,13 @@ class Pacer:
             return False  # no more than one window's quota: nothing of the gateway's rate
         gateway_rate = (self._probe_delivered - self.limit) / (throttled_sent_at - started)
         return self.limit * self._probe_held / self.window >= NEAR_LIMIT * gateway_rate
+
+    def _window_event_longer(self) -> PacingEvent:
+        """``pacing.window_learned``, kind ``longer``: the window read from resets was short."""
+        return PacingEvent(
+            "pacing.window_learned",
+            {"kind": "longer", "limit": self.limit, "window_s": self.window_estimate},
+        )
 
     def _window_event(self, reason: str) -> PacingEvent:
         assert self.limit is not None  # noqa: S101

@@ -173,12 +173,8 @@ def parse_ratelimit_reset(value: str, now: float) -> float | None:
     text = value.strip()
     if not _DELAY_SECONDS.fullmatch(text):
         return None
-    number = float(text)
-    if number >= _EPOCH_MILLIS_FLOOR:
-        return max(0.0, number / 1000.0 - now)
-    if number >= _EPOCH_SECONDS_FLOOR:
-        return max(0.0, number - now)
-    return number
+    named = _reset_epoch(text)
+    return float(text) if named is None else max(0.0, named - now)
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
@@ -242,7 +238,9 @@ class Quota:
     the server's ``Date``; ``window`` is the policy window when the gateway
     states it (IETF ``RateLimit-Policy: q=..;w=..``). ``reset_error``: how
     much an epoch reset may overstate the wait, as the server's clock is only
-    known within that (0 for a delta).
+    known within that (0 for a delta). ``reset_at``: the epoch (seconds) an epoch
+    reset names, as the gateway wrote it: the same turn named again reads the same,
+    whatever the clocks.
     """
 
     limit: int | None = None
@@ -250,6 +248,7 @@ class Quota:
     reset: float | None = None
     window: float | None = None
     reset_error: float = 0.0
+    reset_at: float | None = None
 
 
 _SF_PARAM = re.compile(r"\b([a-z][a-z0-9_-]*)\s*=\s*(\d{1,15}(?:\.\d{1,9})?)\b", re.IGNORECASE)
@@ -376,9 +375,17 @@ def parse_quota(
     reset = parse_ratelimit_reset(reset_value, now) if reset_value else None
     if limit is None and remaining is None and reset is None:
         return None
-    epoch = not delta and reset is not None and float(reset_value or 0) >= _EPOCH_SECONDS_FLOOR
-    error = min(server_time_error, reset or 0.0) if epoch else 0.0
-    return Quota(limit, remaining, reset, None, error)
+    named = _reset_epoch(reset_value) if not delta and reset is not None else None
+    error = min(server_time_error, reset or 0.0) if named is not None else 0.0
+    return Quota(limit, remaining, reset, None, error, named)
+
+
+def _reset_epoch(value: str | None) -> float | None:
+    """The epoch (seconds) an ``X-RateLimit-Reset`` names, or None for a delta."""
+    number = float(value or 0)
+    if number >= _EPOCH_MILLIS_FLOOR:
+        return number / 1000.0
+    return number if number >= _EPOCH_SECONDS_FLOOR else None
 
 
 # ``X-RateLimit-*``, and Twitter's ``X-Rate-Limit-*`` spelling of the same fields: the
