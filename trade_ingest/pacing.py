@@ -419,10 +419,11 @@ class Pacer:
         # The least the window may be, from epoch resets read while the clock was unsure.
         self._window_least = 0.0
         # Epoch resets (see ``_named_turn``): for each of the last turns named, when the
-        # first success that named it was answered; when the turn a spent quota named
-        # comes, as read (None: not spent); whether a 429 just lengthened the window.
+        # first success that named it was answered; when the quota was last reported spent
+        # and when the turn it named comes, as read (None: not spent, or back since);
+        # whether a 429 just lengthened the window.
         self._turn_named: dict[float, float] = {}
-        self._spent_until: float | None = None
+        self._spent: tuple[float, float] | None = None
         self._named_longer = False
         # Whether a request got through before such a turn (then no more scouts for it).
         self._turns_early = False
@@ -806,7 +807,7 @@ class Pacer:
         scouting = self.window_learned and (self._window_floor is not None or trying) and limit > 1
         # A spent quota's window read from epoch resets, opening before the turn they
         # named: maybe a second short (see ``_named_turn``).
-        turn = self._spent_until
+        turn = self._spent[1] if self._spent is not None else None
         ahead_of_turn = (
             turn is not None
             and limit > 1
@@ -1298,22 +1299,23 @@ class Pacer:
         second short for one turning on the second, as most do. Which it is, only a
         request sent between the two tells: until then a spent quota's next window
         opens with one request (``_reserve_in_window``), so a wrong guess costs one
-        429, not a burst's. Refused, a request sent longer after a success naming
-        the same turn was answered than the window read says, the window is longer:
-        both were counted within one fixed window (a sliding log's oldest request may
-        have changed within the named second: a second more at most).
+        429, not a burst's. A 429 naming the turn a success named, for a request sent
+        longer after that success was answered than the window read, says the window
+        is at least that long: both were counted within one fixed window (a sliding
+        log's oldest request may have changed within the named second: a second more
+        at most).
         """
         assert quota.reset_at is not None  # noqa: S101
-        named, turn = quota.reset_at, self._spent_until
-        if not throttled and turn is not None and sent < turn:
-            # Through before the turn a spent quota named: the quota comes back sooner
-            # than that second says (a window turning at a fraction of a second, a
-            # sliding log): the window read is not a second short for that reason.
-            self._turns_early = True
+        named, spent = quota.reset_at, self._spent
+        if spent is not None and not throttled and sent >= spent[0]:
+            # Sent once the quota was known spent, and through: it is back. Before the turn
+            # that spent quota named, it comes back sooner than that second says (a window
+            # turning at a fraction of a second, a sliding log): the window read is not a
+            # second short for that reason. (Those sent before may have been counted first.)
+            self._turns_early = self._turns_early or sent < spent[1]
+            self._spent = None
         if fresh and quota.remaining == 0 and quota.reset:
-            self._spent_until = now + quota.reset - quota.reset_error  # the earliest it is
-        elif fresh and quota.remaining:
-            self._spent_until = None
+            self._spent = (now, now + quota.reset - quota.reset_error)  # the turn at the earliest
         turns = self._turn_named
         if not throttled:
             turns.setdefault(named, now)  # answers are told in the order they came
@@ -1561,14 +1563,14 @@ class Pacer:
             self._last_pause = pause  # what one more 429, a failed try's, would cost
         self._successes_since_429 = 0
         if self.headers_seen:
+            longer, self._named_longer = self._named_longer, False
             if refill_scout_refused:
                 return None  # the window read holds, and so does the pace
             if self._early_verdict(now, sent_at, held=False):
                 return self._report("reset_try_throttled", reset_share=round(self._early_held, 4))
-            if self._named_longer:
+            if longer:
                 # Refused within the turn a success named, later than the window read
                 # allowed (``_named_turn``): the window is longer, not the pace too fast.
-                self._named_longer = False
                 return self._window_event_longer()
             cut = self._cut_resume
             if cut is not None and sent_at >= cut and self.window_estimate is not None:
