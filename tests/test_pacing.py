@@ -874,6 +874,65 @@ def test_a_429_within_the_window_read_from_a_named_turn_lengthens_nothing() -> N
     assert event is None or event.fields.get("reason") == "throttled_despite_headers"
 
 
+def _against_epoch_resets(
+    limit: int, window: float, turn_at: float, latency: float, windows: int
+) -> tuple[list[float], list[float]]:
+    """One worker against a fixed window that turns ``turn_at`` seconds past each multiple of
+    ``window`` on the server's clock (ours plus 1000 s, known to 10 ms), told by X-RateLimit-*
+    with an epoch reset rounded up to the second, as the simulator sends it; a 429's wait is
+    that reset. Returns the send times and those refused."""
+    gateway = make_limiter("fixed", limit, window, None, window_origin=turn_at)
+    pacer = Pacer()
+    now, paused_until = 0.0, -math.inf
+    sent: list[float] = []
+    refused: list[float] = []
+    while now < windows * window:
+        if now < paused_until:
+            now = paused_until
+            pacer.on_resume(now)
+        slot = pacer.reserve(now)
+        while slot is None:
+            now = _asked_again(pacer, now)
+            slot = pacer.reserve(now)
+        now = max(now, slot)
+        admission = gateway.admit(now + latency / 2)
+        answered = now + latency
+        named = math.ceil(round(1000.0 + now + latency / 2 + admission.reset_after, 3))
+        reset = named - (1000.0 + answered)
+        quota = Quota(limit, admission.remaining, reset, reset_error=0.01, reset_at=named)
+        _, pause = pacer.on_quota(answered, quota, sent_at=now, throttled=not admission.allowed)
+        sent.append(now)
+        if admission.allowed:
+            pacer.on_success(answered, sent_at=now)
+        else:
+            refused.append(now)
+            pacer.on_throttled(answered, sent_at=now, pause=max(0.0, reset), hinted=True)
+            pause = max(0.0, reset)
+        paused_until = answered + (pause or 0.0)
+        now = answered
+    return sent, refused
+
+
+@given(
+    st.integers(2, 30),
+    st.sampled_from([2.0, 4.0, 5.0, 10.0]),
+    st.one_of(st.just(0.0), st.floats(0.0, 0.99)),
+    st.floats(0.001, 0.04),
+)
+def test_a_fixed_window_told_by_epoch_resets_is_kept_to_whether_it_turns_on_the_second(
+    limit: int, window: float, turn_at: float, latency: float
+) -> None:
+    """Turning on the second (most do), a window's epoch resets read a second short of it:
+    at most one request is refused for that, not one burst a window (before, up to 11 in
+    12 windows), and once known the window's quota is used. Fake clock; nothing sleeps."""
+    sent, refused = _against_epoch_resets(limit, window, turn_at, latency, windows=12)
+    assert len(refused) <= 2
+    # The last five whole windows: the quota all used, but for one a window at most.
+    for k in range(6, 11):
+        start = k * window + turn_at
+        assert sum(1 for t in sent if start <= t + latency / 2 < start + window) >= limit - 1
+
+
 def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> None:
     """Quota forgotten while young marks a fixed window; spent, it pauses until the reset
     (when that comes before the log frees a slot) and then the whole quota is free at once."""
