@@ -221,8 +221,8 @@ NEAR_LIMIT_WAIT = 8.0
 HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
 # The turns named by epoch resets kept, with when a success first named each; the
 # shortest window read from them whose spent quota's next window opens with one request
-# (a second short, a window of one reads as none: windows of a second have their own
-# tries, see EARLY_FIRST_TRY and REFILL_SCOUT_SHARE).
+# (see ``_named_turn``): one read as a second is left to the tries one-second windows
+# have (EARLY_FIRST_TRY, REFILL_SCOUT_SHARE) and to the lengthening a 429 brings.
 NAMED_TURNS_KEPT = 4
 NAMED_TURN_SCOUTED_FROM = 2.0
 # A window measured from the ends of two hinted pauses shorter than this many
