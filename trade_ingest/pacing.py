@@ -807,9 +807,9 @@ class Pacer:
         scouting = self.window_learned and (self._window_floor is not None or trying) and limit > 1
         # A spent quota's window read from epoch resets, opening before the turn they
         # named: maybe a second short (see ``_named_turn``).
-        turn = self._spent[1] if self._spent is not None else None
+        turn = self._spent[1] if self._spent is not None else -math.inf
         ahead_of_turn = (
-            turn is not None
+            self._spent is not None
             and limit > 1
             and not (self.window_stated or self._turns_early)
             and (self.window_estimate or 0.0) >= NAMED_TURN_SCOUTED_FROM
@@ -829,7 +829,7 @@ class Pacer:
             return None
         if scouting and slot - self._last_through >= span / 2:
             self._scout_at = slot  # opens a burst
-        elif ahead_of_turn and turn is not None and slot < turn:
+        elif ahead_of_turn and slot < turn:
             self._scout_at = slot
         if self._probe_at is not None and slot >= self._probe_at:
             self._probe_at = None  # the request the gateway promised has gone
