@@ -1856,6 +1856,29 @@ def test_a_window_as_short_as_the_hint_resolution_is_tried_twice_as_fast_at_once
     assert event.fields["rate_per_s"] == pytest.approx(2 * measured, rel=0.01)
 
 
+@pytest.mark.parametrize("left", [0.0, 4.0, 7.0, 30.0])
+def test_the_time_the_trades_left_will_take_counts_in_what_a_try_may_cost_a_share_of(
+    left: float,
+) -> None:
+    """A try that holds gains over the trades still to fetch: the budget counts the time
+    they will take at the pace in force (``backlog`` over the rate) with the time since
+    learning. A second's failed try then comes once the two make ten seconds, never
+    before two windows have passed quietly."""
+    pacer, measured = _short_window_learned()
+    pacer.on_resume(2.05)
+    pace = 2 * measured  # the try at once after a short reading holds
+    pacer.backlog = round(left * pace)
+    ahead = pacer.backlog / pace
+    _, probes = _pace(pacer, 2.05, 2.05 + 1.0 / TRY_COST_SHARE + 0.3)
+    assert probes[0][1].fields["reason"] == "probing"
+    assert probes[0][1].fields["rate_per_s"] == pytest.approx(2 * pace, rel=0.01)
+    due = max(2.05 + 2 * 1.03, 2.05 + 1.0 / TRY_COST_SHARE - ahead)
+    # Asked at each success: the first after it is due, within a burst's wait.
+    assert due - 1e-6 <= probes[0][0] < due + 1.03 / 2
+    pacer.backlog = -3  # a count gone astray is no time at all
+    assert pacer._ahead == 0.0
+
+
 @pytest.mark.parametrize("pause", [1.0, 3.0, 0.2])
 def test_tries_come_only_while_failed_ones_cost_a_small_share_of_the_time(pause: float) -> None:
     """A try that fails costs its 429's pause: the next comes once that pause, with those

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from trade_ingest import fetch
 from trade_ingest.config import Settings
 from trade_ingest.errors import ExitCode
+from trade_ingest.pacing import Pacer
 from trade_ingest.pipeline import Job, RunReport, run_job
 from trade_ingest.simulator import GatewayConfig, SimulatedGateway
 
@@ -177,3 +179,44 @@ def test_retry_budget_stops_hammering_a_sick_gateway(tmp_path: Path) -> None:
     assert {f["reason"] for f in run.failures} <= {"retry_budget_exhausted", "retries_exhausted"}
     assert run.gateway.stats.requests <= 30 + 2 + 3  # first attempts + the budget
     assert run.report.exit_code == ExitCode.TEMP_FAIL
+
+
+def test_the_pacer_is_told_how_many_trades_are_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pacer weighs a try against the trades left to fetch (see TRY_COST_SHARE): the
+    batch counts those read from the input, less those already in the output (a re-run),
+    less those done, failures and a 429's retries included."""
+    seen: list[list[int]] = []
+
+    class WatchedPacer(Pacer):
+        def reserve(self, now: float) -> float | None:
+            seen[-1].append(self.backlog)
+            return super().reserve(now)
+
+    monkeypatch.setattr(fetch, "Pacer", WatchedPacer)
+    config = GatewayConfig(limiter="fixed", rate_limit=4, window=0.5, limit_headers="none")
+    ids = [f"T{n:04d}" for n in range(30)]
+    refused = 0
+    for count in (20, 30):  # the second run finds the first 20 in its output
+        seen.append([])
+        (tmp_path / "ids").write_text("\n".join([*ids[:count], "not an id!", ids[0]]) + "\n")
+        with SimulatedGateway.in_thread(config) as gateway:
+            job = Job(
+                settings=Settings(base_url=gateway.base_url, release_jitter=0.02),
+                input_path=tmp_path / "ids",
+                output_path=tmp_path / "out.jsonl",
+                failures_path=tmp_path / "failed.jsonl",
+                audit_path=tmp_path / f"audit-{count}.jsonl",
+                batch_id=f"B{count}",
+            )
+            report = run_job(job, env={})
+        refused += gateway.stats.by_status[429]
+        assert report.exit_code == ExitCode.TRADES_FAILED  # the line that is not an ID
+    first, again = seen
+    assert first[0] == 20 and again[0] == 10
+    for backlogs in seen:
+        assert backlogs == sorted(backlogs, reverse=True)
+        assert backlogs[-1] > 0  # the last send: its trade not yet done
+    assert refused >= 1  # a 429's retry was counted once, with its trade
+    assert sorted(str(r["trade_id"]) for r in _lines(tmp_path / "out.jsonl")) == ids

@@ -234,8 +234,13 @@ LEARNED_PROBE_STEP = 1.1
 LEARNED_PROBE_MIN_STEP = 1.02
 # A try that fails costs the pause its 429 brings (a whole second, say, for a
 # bucket that refills in a twentieth of one): tries come only while failed
-# ones, this one included, would have cost at most TRY_COST_SHARE of the time
-# since the window was learned, however often the windows turn.
+# ones, this one included, would have cost at most TRY_COST_SHARE of the batch's
+# time with the window learned, however often the windows turn. That time is the
+# time since it was learned and the time the trades known to be left (``backlog``)
+# will take at the pace in force: what a try that holds gains, it gains over them
+# (a bucket refilling 60 a second, read as 20 a second from its whole-second
+# Retry-Afters and tried at once at 41, was then held there for ten seconds,
+# 400 trades, before the next try).
 TRY_COST_SHARE = 0.1
 # Successes remembered to measure a window from 429s (kept while no window is
 # known, so for a whole run against a gateway that never says no).
@@ -442,6 +447,9 @@ class Pacer:
         self._early_next = -math.inf
         self._early_wait = EARLY_RETRY_AFTER
         self.in_flight = 0
+        # Trades read from the input and not yet done, as the batch last counted them
+        # (a stream not yet read to its end has more): see TRY_COST_SHARE.
+        self.backlog = 0
         self.throttle_streak = 0
         # Whether the run of 429s now going began with a pause ``throttle_pause`` cut.
         self._slot_paused = False
@@ -676,6 +684,13 @@ class Pacer:
             paced.append(slot)
         self._sent_in_period += 1
         return slot
+
+    @property
+    def _ahead(self) -> float:
+        """Seconds the trades known to be left will take at the pace in force (0: none
+        known, or no pace)."""
+        rate = self.rate
+        return max(0, self.backlog) / rate if rate else 0.0
 
     def window_span(self) -> float | None:
         """The window the quota is kept to: the gateway's, a little longer (None: unknown)."""
@@ -1981,7 +1996,7 @@ class Pacer:
         if now - quiet < self._probe_spans * self._probe_period:
             return None
         learned = self._learned_at if self._learned_at is not None else now
-        if self._tries_cost + self._last_pause > TRY_COST_SHARE * (now - learned):
+        if self._tries_cost + self._last_pause > TRY_COST_SHARE * (now - learned + self._ahead):
             return None
         if self._probe_step > 1.0:
             # The last try held: the next one sooner, and twice as far.

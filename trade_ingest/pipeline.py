@@ -24,7 +24,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,7 +209,7 @@ class _IdFeed:
         except Exception as exc:  # handed to the loop, which reports it
             self._put(exc)
 
-    async def items(self) -> Iterator[IdItem] | None:
+    async def items(self) -> list[IdItem] | None:
         chunk = await self._chunks.get()
         if chunk is not _END:
             self._room.release()
@@ -219,7 +219,7 @@ class _IdFeed:
             raise InputNotFound(f"reading the input failed: {chunk}")
         if chunk is _END:
             return None
-        return iter(cast(list[IdItem], chunk))
+        return cast(list[IdItem], chunk)
 
 
 class Batch:
@@ -437,6 +437,11 @@ class Batch:
     async def _produce(self, feed: _IdFeed) -> None:
         try:
             while not self.stop.is_set and (items := await feed.items()) is not None:
+                self._fetcher.pacer.backlog += sum(
+                    isinstance(item, TradeId)
+                    and (self._ledger is None or item.value not in self._ledger)
+                    for item in items
+                )
                 for item in items:
                     if isinstance(item, TradeId):
                         if self._ledger is not None and item.value in self._ledger:
@@ -507,6 +512,8 @@ class Batch:
                 outcome = await self._fetcher.fetch(trade_id)
             else:
                 outcome = await self._fetcher.release(item)
+            if not isinstance(outcome, HeldBack):
+                self._fetcher.pacer.backlog -= 1
             self._record(outcome)
         except OutputWriteError as exc:  # the audit log or an output could not be written
             self.stop.set("write_error", exc)
