@@ -88,6 +88,7 @@ from trade_ingest.pacing import (  # noqa: E402
     EARLY_RETRY_AFTER,
     HEADER_MARGIN,
     LEARNED_PROBE_MIN_STEP,
+    NEAR_LIMIT,
     PENALTY_TRY_SHARE,
     PROBE_BACK,
     REFILL_SCOUT_PASSES,
@@ -1904,30 +1905,31 @@ def test_tries_come_only_while_failed_ones_cost_a_small_share_of_the_time(pause:
     assert probes[0][0] >= learned_at + 2 * pause / TRY_COST_SHARE - 1e-6
 
 
-@pytest.mark.parametrize(
-    ("gateway_rate", "windows_to_next_try"),
-    [
-        (20.0, 16),  # what held (19.4/s) is within 10% of the gateway's rate: wait 8x
-        (100.0, 4),  # far below it: the usual doubled wait, here shorter than the budget's
-    ],
-)
-def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
-    gateway_rate: float, windows_to_next_try: int
+@pytest.mark.parametrize("gateway_rate", [20.0, 30.0, 100.0])
+def test_a_failed_try_shows_the_gateways_rate_and_the_pace_goes_near_it(
+    gateway_rate: float,
 ) -> None:
     """A try that fails got one window's quota (a full bucket) plus what the gateway
-    added while it lasted: that addition over its length is the gateway's rate. (Tries
-    also wait until two failed ones, a second's pause each, are a tenth of the time.)"""
-    pacer, _ = _short_window_learned()
+    added while it lasted: that addition over its length is the gateway's rate, from
+    below. The pace steps back to what held or to NEAR_LIMIT of that rate (never of more
+    than was tried), whichever is faster; within NEAR_LIMIT of it, the next try waits
+    NEAR_LIMIT_WAIT times as long, here 16 windows. (Tries also wait until two failed
+    ones, a second's pause each, are a tenth of the time.)"""
+    pacer, measured = _short_window_learned()
     pacer.on_resume(2.05)
-    now, probes = _pace(pacer, 2.05, 2.05 + 1.0 / TRY_COST_SHARE + 0.1)
-    assert [event.fields["reason"] for _, event in probes] == ["probing"]
-    tried = now
-    through = 10 + round(gateway_rate * 0.2)
-    for n in range(through):
-        pacer.on_success(tried + 0.21, sent_at=tried + 0.2 * n / through)
+    now, probe = _until_a_try(pacer, 2.05)
+    assert probe.fields["rate_per_s"] == pytest.approx(4 * measured, rel=0.01)
+    held, tried_rate = 2 * measured, 4 * measured
+    tried = now + 0.001  # asked at that send's answer
+    added = round(gateway_rate * 0.2)
+    for n in range(10 + added):
+        pacer.on_success(tried + 0.21, sent_at=tried + 0.2 * n / (10 + added))
     event = pacer.on_throttled(tried + 0.21, sent_at=tried + 0.2, pause=1.0, hinted=True)
     assert event is not None
     assert event.fields["reason"] == "probe_throttled"
+    expected = max(held, NEAR_LIMIT * min(added / 0.2, tried_rate))
+    assert event.fields["rate_per_s"] == pytest.approx(expected, rel=0.01)
+    assert (expected > held) == (gateway_rate > 20.0)  # 19.4/s held: within 10% of 20
     resumed = tried + 1.21
     pacer.on_resume(resumed)
     _, probes = _pace(pacer, resumed, resumed + 30.0)
@@ -1935,7 +1937,7 @@ def test_a_failed_try_near_the_limit_waits_much_longer_for_the_next(
     assert probe.fields["reason"] == "probing"
     throttled = tried + 0.21
     budget = 2.05 + 2.0 / TRY_COST_SHARE
-    assert next_try == pytest.approx(max(throttled + windows_to_next_try * 1.03, budget), abs=0.6)
+    assert next_try == pytest.approx(max(throttled + 16 * 1.03, budget), abs=0.6)
 
 
 def _until_a_try(pacer: Pacer, now: float) -> tuple[float, PacingEvent]:

@@ -213,8 +213,11 @@ WINDOW_GUARD = 0.01
 # and makes it wait twice as long, or NEAR_LIMIT_WAIT times as long when the
 # try itself shows what held is within NEAR_LIMIT of the gateway's rate: it got
 # a window's quota plus what the gateway added meanwhile, and that addition
-# over the try's length is the gateway's rate (a bucket that was full). A try
-# that got no more than a window's quota shows nothing of that rate.
+# over the try's length is the gateway's rate (a bucket that was full; less for
+# one that was not, and for a window, which gives a quota a turn). A try that got
+# no more than a window's quota shows nothing of that rate. Where what held is
+# further below the rate shown, the pace steps back to NEAR_LIMIT of it instead
+# (of what was tried at most), and is then within it.
 LEARNED_CUT = 0.05
 NEAR_LIMIT = 0.9
 NEAR_LIMIT_WAIT = 8.0
@@ -1876,8 +1879,16 @@ class Pacer:
             return None
         if self.probe_factor > self._probe_held:
             started, self._near_limit_try = self._probe_started, None
-            if started is not None and self._held_near_limit(started, sent_at):
-                self._near_limit_try = (started, sent_at)
+            if started is not None:
+                # What the try got shows the gateway's rate from below: what held
+                # goes up to NEAR_LIMIT of it, and is then near it (a fixed window of
+                # 19 per 0.5 s, tried at 42 a second, held for 4 s before its turn
+                # caught up with the bursts, and the batch went back to 21 for good).
+                shown = self._rate_shown(started, sent_at) * self.window / self.limit
+                raised = NEAR_LIMIT * min(shown, self.probe_factor)
+                if raised > self._probe_held or self._held_near_limit(started, sent_at):
+                    self._near_limit_try = (started, sent_at)
+                self._probe_held = max(self._probe_held, raised)
             longer = 2.0 if self._near_limit_try is None else NEAR_LIMIT_WAIT
             if not self._measuring_try:
                 self._tries_cost += self._last_pause
@@ -2028,16 +2039,25 @@ class Pacer:
         self._learned_quiet_since = self._probe_started = now
         self._probe_delivered = 0
 
+    def _rate_shown(self, started: float, throttled_sent_at: float) -> float:
+        """The gateway's rate a failed try (begun at ``started``) shows, per second (0:
+        none): what it got beyond one window's quota, over its length. No more than the
+        rate: a full bucket gives a quota and its refill, a window a quota a turn."""
+        assert self.limit is not None  # noqa: S101
+        if throttled_sent_at <= started:
+            return 0.0
+        if self._probe_delivered <= self.limit:
+            return 0.0  # no more than one window's quota: nothing of the gateway's rate
+        return (self._probe_delivered - self.limit) / (throttled_sent_at - started)
+
     def _held_near_limit(self, started: float, throttled_sent_at: float) -> bool:
         """Whether the failed try (begun at ``started``) shows the rate that held to be within
-        NEAR_LIMIT of the gateway's: what it got beyond one window's quota, over its length."""
+        NEAR_LIMIT of the gateway's (``_rate_shown``)."""
         assert self.limit is not None  # noqa: S101
         assert self.window is not None  # noqa: S101
-        if throttled_sent_at <= started:
+        gateway_rate = self._rate_shown(started, throttled_sent_at)
+        if not gateway_rate:
             return False
-        if self._probe_delivered <= self.limit:
-            return False  # no more than one window's quota: nothing of the gateway's rate
-        gateway_rate = (self._probe_delivered - self.limit) / (throttled_sent_at - started)
         return self.limit * self._probe_held / self.window >= NEAR_LIMIT * gateway_rate
 
     def _window_event_longer(self) -> PacingEvent:
