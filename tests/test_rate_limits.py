@@ -170,15 +170,43 @@ def test_deadline_defers_the_rest_and_exits_75(tmp_path: Path) -> None:
     assert 3 <= len(run.results) <= 10
 
 
-def test_retry_budget_stops_hammering_a_sick_gateway(tmp_path: Path) -> None:
+def test_retry_budget_stops_hammering_a_sick_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every request failing: retries stop at the budget; the rest fail fast for a later run."""
+    pacers = _watch_pacers(monkeypatch)
     config = GatewayConfig(error_rate=1.0)
     run = _run(tmp_path, config, 30, retry_budget=0.1, retry_budget_min=2, backoff_base=0.01)
+    assert [pacer.backlog for pacer in pacers] == [0]  # those given up included
     assert run.results == []
     assert len(run.failures) == 30
     assert {f["reason"] for f in run.failures} <= {"retry_budget_exhausted", "retries_exhausted"}
     assert run.gateway.stats.requests <= 30 + 2 + 3  # first attempts + the budget
     assert run.report.exit_code == ExitCode.TEMP_FAIL
+
+
+class _WatchedPacer(Pacer):
+    """A pacer that notes the backlog it was told at each send slot asked for."""
+
+    def __init__(self, configured_rate: float | None = None) -> None:
+        super().__init__(configured_rate)
+        self.seen: list[int] = []
+
+    def reserve(self, now: float) -> float | None:
+        self.seen.append(self.backlog)
+        return super().reserve(now)
+
+
+def _watch_pacers(monkeypatch: pytest.MonkeyPatch) -> list[_WatchedPacer]:
+    """Each run's pacer, in the order the runs made them."""
+    pacers: list[_WatchedPacer] = []
+
+    def made(configured_rate: float | None = None) -> _WatchedPacer:
+        pacers.append(_WatchedPacer(configured_rate))
+        return pacers[-1]
+
+    monkeypatch.setattr(fetch, "Pacer", made)
+    return pacers
 
 
 def test_the_pacer_is_told_how_many_trades_are_left(
@@ -187,19 +215,11 @@ def test_the_pacer_is_told_how_many_trades_are_left(
     """The pacer weighs a try against the trades left to fetch (see TRY_COST_SHARE): the
     batch counts those read from the input, less those already in the output (a re-run),
     less those done, failures and a 429's retries included."""
-    seen: list[list[int]] = []
-
-    class WatchedPacer(Pacer):
-        def reserve(self, now: float) -> float | None:
-            seen[-1].append(self.backlog)
-            return super().reserve(now)
-
-    monkeypatch.setattr(fetch, "Pacer", WatchedPacer)
+    pacers = _watch_pacers(monkeypatch)
     config = GatewayConfig(limiter="fixed", rate_limit=4, window=0.5, limit_headers="none")
     ids = [f"T{n:04d}" for n in range(30)]
     refused = 0
     for count in (20, 30):  # the second run finds the first 20 in its output
-        seen.append([])
         (tmp_path / "ids").write_text("\n".join([*ids[:count], "not an id!", ids[0]]) + "\n")
         with SimulatedGateway.in_thread(config) as gateway:
             job = Job(
@@ -213,10 +233,11 @@ def test_the_pacer_is_told_how_many_trades_are_left(
             report = run_job(job, env={})
         refused += gateway.stats.by_status[429]
         assert report.exit_code == ExitCode.TRADES_FAILED  # the line that is not an ID
-    first, again = seen
+    first, again = (pacer.seen for pacer in pacers)
     assert first[0] == 20 and again[0] == 10
-    for backlogs in seen:
+    for backlogs in (first, again):
         assert backlogs == sorted(backlogs, reverse=True)
         assert backlogs[-1] > 0  # the last send: its trade not yet done
+    assert [pacer.backlog for pacer in pacers] == [0, 0]  # every trade done, once
     assert refused >= 1  # a 429's retry was counted once, with its trade
     assert sorted(str(r["trade_id"]) for r in _lines(tmp_path / "out.jsonl")) == ids

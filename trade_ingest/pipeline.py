@@ -380,6 +380,7 @@ class Batch:
         if isinstance(outcome, HeldBack):
             self._held_back.append(outcome)
             return
+        self._fetcher.pacer.backlog -= 1
         batch_id = self.job.batch_id
         if isinstance(outcome, Fetched):
             line = result_line(
@@ -512,8 +513,6 @@ class Batch:
                 outcome = await self._fetcher.fetch(trade_id)
             else:
                 outcome = await self._fetcher.release(item)
-            if not isinstance(outcome, HeldBack):
-                self._fetcher.pacer.backlog -= 1
             self._record(outcome)
         except OutputWriteError as exc:  # the audit log or an output could not be written
             self.stop.set("write_error", exc)
