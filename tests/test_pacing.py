@@ -87,6 +87,7 @@ from trade_ingest.pacing import (  # noqa: E402
     EARLY_PASSES,
     EARLY_RETRY_AFTER,
     HEADER_MARGIN,
+    KNOCK_GROWTH,
     LEARNED_PROBE_MIN_STEP,
     NEAR_LIMIT,
     PENALTY_TRY_SHARE,
@@ -2136,21 +2137,29 @@ def test_refused_with_nothing_through_the_next_request_comes_a_step_later() -> N
     the time since that burst began later, not a doubled backoff later (the window
     learned from when the quota came back would be up to twice too long); never later
     than the backoff. The step doubles after each REFUSAL_DOUBLING refusals in a row, up
-    to the whole time: a long window, or a ban, is not knocked on ever more often."""
+    to the whole time: a long window, or a ban, is not knocked on ever more often. Each
+    gap is at most KNOCK_GROWTH times the refused one before it: at a penalty box, the
+    gap that gets through is then at most that much longer than the window."""
     pacer = Pacer()
     pacer.on_response()
     _lump(pacer, 0.0, 40)  # its last 429, answered at 0.66, is the second in a row
     assert pacer.throttle_pause(1.5) == pytest.approx(REFUSAL_STEP * 0.66)
     assert pacer.throttle_pause(0.05) == 0.05
-    now, steps = 0.66, []
+    sent, now, gaps, pauses, shares = 0.65, 0.66, [], [], []
     for _ in range(4 * REFUSAL_DOUBLING):
-        now += 0.5
-        pacer.on_throttled(now, sent_at=now - 0.01, pause=1e6)
-        steps.append(round(pacer.throttle_pause(1e6) / now, 6))
-    assert steps == [
-        min(1.0, REFUSAL_STEP * 2 ** ((n + 3) // REFUSAL_DOUBLING))
-        for n in range(4 * REFUSAL_DOUBLING)
-    ]
+        knock = now + pacer.throttle_pause(1e6)  # each knock when the batch is told
+        gaps.append(knock - sent)
+        sent, now = knock, knock + 0.01
+        pacer.on_throttled(now, sent_at=sent, pause=1e6)
+        pauses.append(pacer.throttle_pause(1e6))
+        shares.append(pauses[-1] / now)  # of the burst's age, from 0.0
+    # The streak is 3 at the first share: REFUSAL_STEP until the streak is 8, then twice
+    # that, though no more than KNOCK_GROWTH times the gap it came after.
+    assert shares[:5] == [pytest.approx(REFUSAL_STEP)] * 5
+    assert REFUSAL_STEP < shares[5] < 2 * REFUSAL_STEP
+    assert pauses[5] == pytest.approx(KNOCK_GROWTH * gaps[5])
+    assert all(pause <= KNOCK_GROWTH * gap + 1e-9 for gap, pause in zip(gaps, pauses, strict=True))
+    assert gaps == sorted(gaps) and gaps[-1] > 1_000 * gaps[0]  # ever further apart
 
 
 def test_after_a_429_while_nothing_is_known_one_request_goes_alone() -> None:
@@ -2439,27 +2448,31 @@ def test_refusals_a_penalty_box_does_not_explain_better_keep_the_plain_reading(
     assert event.fields["window_s"] == pytest.approx(3.0), why
 
 
-def _second_burst_refused(pacer: Pacer) -> float:
+# The first burst's knocking got through after a gap of 1.4 s: at a penalty box, no
+# shorter than the window. Waited, with the window's margins.
+CEILING = 1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+
+
+def _second_burst_refused(pacer: Pacer, apart: float = 0.001) -> float:
     """After a first burst that knocked its way through (``_knocked_lump``: the gap
-    through, the penalty box's ceiling, 1.4 s), a second burst of 20 from 3.0 s, refused
-    at 3.02 s and again, with nothing through, at 3.52 s; when that refusal came back."""
+    through, the penalty box's ceiling, 1.4 s), a second burst of 20 from 3.0 s, sent
+    ``apart`` seconds apart, refused at the next send; when that refusal came back."""
     pacer.on_response()
     _knocked_lump(pacer, 0.0, 20, KNOCKS)
     pacer.on_resume(3.0)
-    throttled = _unhinted_burst(pacer, 3.0, 20)
+    for n in range(20):
+        pacer.on_success(3.0 + n * apart + 0.005, sent_at=3.0 + n * apart)
+    throttled = 3.0 + 20 * apart
     pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.5)
-    assert pacer.throttle_pause(0.5) == 0.5  # something came through since: no knock yet
-    pacer.on_resume(3.52)
-    pacer.on_throttled(3.525, sent_at=3.52, pause=0.6)
-    return 3.525
+    return throttled + 0.005
 
 
-def _learned_by_a_knock_at_the_ceiling() -> tuple[Pacer, float, PacingEvent]:
-    """``_second_burst_refused``, then its knock at the ceiling through, the burst it
-    opened (20) all answered; when that knock went, and the event it brought."""
+def _learned_by_a_wait_to_the_ceiling() -> tuple[Pacer, float, PacingEvent]:
+    """``_second_burst_refused``, then the request after its pause through, the burst it
+    opened (20) all answered; when that request went, and the event it brought."""
     pacer = Pacer()
     now = _second_burst_refused(pacer)
-    through = now + pacer.throttle_pause(0.6)
+    through = now + pacer.throttle_pause(0.5)
     pacer.on_resume(through)
     event = pacer.on_success(through + 0.005, sent_at=through)
     assert event is not None
@@ -2471,27 +2484,39 @@ def _learned_by_a_knock_at_the_ceiling() -> tuple[Pacer, float, PacingEvent]:
     return pacer, through, event
 
 
-def test_the_next_burst_knocks_again_at_the_penalty_box_ceiling() -> None:
-    """The second burst's knock after its first refused one waits the gap that let the
-    first burst's knocking through (the window's length, at a penalty box, where each
-    shorter knock restarts the penalty), not REFUSAL_STEP of the burst's age, and longer
-    than the backoff; its margins are the window's. Through, the start is pinned by that refusal
+def test_the_next_burst_waits_the_penalty_box_ceiling_from_its_start() -> None:
+    """The second burst, a lump like the first, is refused: the batch waits until the gap
+    that let the first burst's knocking through has passed since this burst began (at a
+    penalty box the quota is back by then, and each knock sooner would restart the
+    penalty), not its backoff, and knocks no sooner. Through, that refusal pins the start,
     and a window is learned from start to start."""
     pacer = Pacer()
     now = _second_burst_refused(pacer)
-    assert pacer.throttle_pause(0.6) == pytest.approx(1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
-    _, through, event = _learned_by_a_knock_at_the_ceiling()
-    assert through == pytest.approx(now + 1.4 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
+    assert pacer.throttle_pause(0.5) == pytest.approx(3.0 + CEILING - now)
+    _, through, event = _learned_by_a_wait_to_the_ceiling()
+    assert through == pytest.approx(3.0 + CEILING)
     assert event.name == "pacing.rate_learned"
-    assert (event.fields["limit"], event.fields["window_s"]) == (20, pytest.approx(through - 3.0))
+    assert (event.fields["limit"], event.fields["window_s"]) == (20, pytest.approx(CEILING))
+
+
+def test_a_burst_sent_slower_knocks_at_the_ceiling_after_its_backoff() -> None:
+    """A second burst that went out over more than BURST_SHARE of the ceiling is no lump
+    let through at once: its first refusal waits the backoff; a knock refused after it,
+    the ceiling from that knock."""
+    pacer = Pacer()
+    now = _second_burst_refused(pacer, apart=0.01)  # 0.2 s, over 0.125 of 1.4 s
+    assert pacer.throttle_pause(0.5) == 0.5
+    pacer.on_resume(now + 0.5)
+    pacer.on_throttled(now + 0.505, sent_at=now + 0.5, pause=0.6)
+    assert pacer.throttle_pause(0.6) == pytest.approx(CEILING)
 
 
 def test_the_longest_refused_gap_is_a_floor_under_the_window() -> None:
     """Two refusals with nothing through between came inside one window (or one
     penalty): the first burst's longest such gap, 0.6 s, is a floor under the window
-    learned, above the 0.52 s from the second burst's start to its last refusal, and
-    the bisection's first try goes halfway to it."""
-    pacer, through, _ = _learned_by_a_knock_at_the_ceiling()
+    learned, above the 0.02 s from the second burst's start to its refusal, and the
+    bisection's first try goes halfway to it."""
+    pacer, through, _ = _learned_by_a_wait_to_the_ceiling()
     learned = through - 3.0
     opened, tries = _burst(pacer, through + 0.1)
     assert opened == pytest.approx(through + learned * (1 + WINDOW_SLACK) + WINDOW_GUARD)
@@ -2499,11 +2524,13 @@ def test_the_longest_refused_gap_is_a_floor_under_the_window() -> None:
     assert tries[0].fields["window_s"] == pytest.approx((0.6 + learned) / 2, abs=1e-3)
 
 
-def test_a_knock_at_the_ceiling_refused_goes_back_to_the_refusal_step() -> None:
-    """Refused at the ceiling (a plain window, whose knocking found its turn sooner than a
-    window after a refusal), the knocking goes on a step of the burst's age at a time."""
+def test_refused_after_the_wait_to_the_ceiling_the_knocking_goes_on_in_steps() -> None:
+    """Refused after that wait (a plain window, longer than the gap that let the first
+    burst's knocking through), the knocking goes on a step of the burst's age at a time,
+    with no second wait of the ceiling."""
     pacer = Pacer()
-    now = _second_burst_refused(pacer) + pacer.throttle_pause(0.6)
+    now = _second_burst_refused(pacer)
+    now += pacer.throttle_pause(0.5)
     pacer.on_resume(now)
     pacer.on_throttled(now + 0.005, sent_at=now, pause=0.7)
     assert pacer.throttle_pause(0.7) == pytest.approx(REFUSAL_STEP * (now + 0.005 - 3.0))

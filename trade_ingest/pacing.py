@@ -136,10 +136,15 @@ SLOT_PAUSE_CUSHION = 3
 # refused at its first request, SEEK_STEP later (a 429 once learned costs more).
 # The step doubles after each REFUSAL_DOUBLING refusals in a row, up to the
 # whole time (as a doubled backoff), so a long window or a ban is not knocked
-# on ever more often; never longer than the backoff.
+# on ever more often; never longer than the backoff. While no window is known, a
+# gap between knocks is at most KNOCK_GROWTH times the refused gap before it: at
+# a penalty box the knocking ends with the first gap a window long, and a gap
+# twice the one before could be twice the window, which the next bursts would
+# then wait (see PENALTY_TRY_SHARE).
 REFUSAL_STEP = 0.125
 SEEK_STEP = 0.25
 REFUSAL_DOUBLING = 8
+KNOCK_GROWTH = 1.5
 # A penalty box (a request that comes while refused restarts the refusal, a window
 # long) makes the same refusals tell another story: each refused request that followed
 # another came less than a window after it, and each burst that followed a refusal came
@@ -151,11 +156,14 @@ REFUSAL_DOUBLING = 8
 # down to; a try refused from then on waits the window that held, whole, from its
 # refusal (knocking sooner would restart the penalty). Refused, the test cost one 429
 # and the plain reading stands.
-# Before that, a burst's second knock waits the ceiling once the burst that set it went
-# out within BURST_SHARE of it (a lump, let through long after its refusal): at a penalty
-# box each step shorter would restart the penalty and the second window would be found
-# as late as the first. At a plain window it is through, a start no later than the one
-# knocking finds plus the gap, or refused, and the knocking goes on in steps.
+# Before that, once a burst that knocked its way through went out within BURST_SHARE of
+# the ceiling (a lump, let through long after its refusal), the next burst's first
+# refusal waits until the ceiling has passed since that burst began: at a penalty box,
+# the quota is back by then (a window after the burst's first request at most), and any
+# knock sooner would restart the penalty, so the second window would be found as late
+# as the first. Through, that refusal pins the start. At a plain window it is through,
+# or refused, and the knocking goes on in steps. A burst that went out slower waits its
+# backoff, and its second knock the ceiling.
 PENALTY_TRY_SHARE = 0.6
 # A burst on a window learned without hints opens with one request: the other
 # workers wait for its answer (up to SCOUT_PATIENCE of the window), so a window
@@ -631,6 +639,10 @@ class Pacer:
         self._burst_knocks = 0
         self._knock_at_ceiling = False
         self._ceiling_knock_pays = False
+        # Whether the batch's pause after a burst's first refusal ran to the ceiling; the
+        # gap before the last refused knock (see KNOCK_GROWTH).
+        self._ceiling_wait = False
+        self._refused_gap = 0.0
 
     @property
     def rate(self) -> float | None:
@@ -1559,12 +1571,15 @@ class Pacer:
         elif self._burst_start is not None:
             if self._successes_since_429 == 0 and self._unhinted_burst is not None:
                 self._refused_empty = True
+                waited, self._ceiling_wait = self._ceiling_wait, False
                 if not self.window_learned:
                     gap = sent_at - self._last_refused
                     self._penalty_floor = max(self._penalty_floor, gap)
+                    self._refused_gap = gap
                     self._burst_knocks += 1
                     self._knock_at_ceiling = (
                         self._burst_knocks == 1
+                        and not waited
                         and self.learned_rate is None
                         and self._ceiling_knock_pays
                     )
@@ -1693,8 +1708,20 @@ class Pacer:
                 if self._knock_at_ceiling:
                     self._knock_at_ceiling = False
                     return self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
-                step = min(1.0, REFUSAL_STEP * doubled)
-                return min(backoff, step * (last_429 - burst[0]))
+                step = min(1.0, REFUSAL_STEP * doubled) * (last_429 - burst[0])
+                return min(backoff, step, KNOCK_GROWTH * self._refused_gap)
+            if (
+                learning
+                and burst
+                and self.learned_rate is None
+                and self._ceiling_knock_pays
+                and burst[1] - burst[0] <= BURST_SHARE * self._penalty_ceiling
+            ):
+                # The burst's first refusal, after one that knocked its way through: at
+                # a penalty box, the quota is back a ceiling after the burst began.
+                self._ceiling_wait = True
+                ceiling = self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
+                return max(0.0, burst[0] + ceiling - last_429)
         if not learning or self.learned_rate is None or self.throttle_streak > 1:
             return backoff
         pause = min(backoff, (self.in_flight + SLOT_PAUSE_CUSHION) / self.learned_rate)
@@ -1771,11 +1798,14 @@ class Pacer:
         # (within a step of the refusals, see REFUSAL_STEP); the run's first
         # burst, say, may start anywhere in a fixed window, and the time from
         # it to the next is less than the window.
-        pin = self._last_refused if refused_empty else None
+        waited, self._ceiling_wait = self._ceiling_wait, False
+        pin = self._last_refused if refused_empty or waited else None
         pinned, self._start_pin = self._start_pin, pin
         sends = sorted(t for t in self._recent_sends if burst and burst[0] <= t < burst[1])
         if pin is not None and not self._last_hinted:
-            self._penalty_ceiling = min(self._penalty_ceiling, sent_at - pin)
+            if not waited:
+                # Waited from the burst's start, not from the refusal: no gap a knock made.
+                self._penalty_ceiling = min(self._penalty_ceiling, sent_at - pin)
             self._ceiling_knock_pays = bool(sends) and (
                 sends[-1] - sends[0] <= BURST_SHARE * self._penalty_ceiling
             )
