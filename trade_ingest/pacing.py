@@ -1696,6 +1696,8 @@ class Pacer:
         learning = not self.headers_seen and not self.window_learned
         last_429, burst = self._last_429, self._unhinted_burst
         doubled = 2.0 ** (self.throttle_streak // REFUSAL_DOUBLING)
+        # The penalty box's ceiling, with the window's margins.
+        ceiling = self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
         if last_429 is not None:
             if self._try_refused:
                 # Read as a penalty box's, the refusal restarted the penalty: the window
@@ -1707,7 +1709,7 @@ class Pacer:
             if learning and self._refused_empty and burst:
                 if self._knock_at_ceiling:
                     self._knock_at_ceiling = False
-                    return self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
+                    return ceiling
                 step = min(1.0, REFUSAL_STEP * doubled) * (last_429 - burst[0])
                 return min(backoff, step, KNOCK_GROWTH * self._refused_gap)
             if (
@@ -1720,7 +1722,6 @@ class Pacer:
                 # The burst's first refusal, after one that knocked its way through: at
                 # a penalty box, the quota is back a ceiling after the burst began.
                 self._ceiling_wait = True
-                ceiling = self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
                 return max(0.0, burst[0] + ceiling - last_429)
         if not learning or self.learned_rate is None or self.throttle_streak > 1:
             return backoff
