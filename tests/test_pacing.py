@@ -2511,6 +2511,78 @@ def test_a_burst_sent_slower_knocks_at_the_ceiling_after_its_backoff() -> None:
     assert pacer.throttle_pause(0.6) == pytest.approx(CEILING)
 
 
+def _penalty_knocks(pacer: Pacer, sent: float, window: float) -> tuple[list[float], float]:
+    """The 429 for a request ``sent`` answered 5 ms later, at a penalty box: each request
+    sent after ``throttle_pause`` less than ``window`` after the last one refused is
+    refused too, with nothing through; the first sent later goes through, with four more
+    after it, paced (``_paced_burst``). The pauses given, and when the next request goes;
+    the backoff doubles from 0.3 s with each refusal."""
+    pacer.on_throttled(sent + 0.005, sent_at=sent, pause=0.3)
+    refused, pauses = sent, [pacer.throttle_pause(0.3)]
+    while (knock := refused + 0.005 + pauses[-1]) - refused < window:
+        assert len(pauses) < 100
+        backoff = min(60.0, 0.3 * 2.0 ** len(pauses))
+        pacer.on_resume(knock)
+        pacer.on_throttled(knock + 0.005, sent_at=knock, pause=backoff)
+        refused = knock
+        pauses.append(pacer.throttle_pause(backoff))
+    pacer.on_resume(knock)
+    return pauses, _paced_burst(pacer, knock, 5)
+
+
+def _paced_burst(pacer: Pacer, start: float, count: int) -> float:
+    """``count`` successes sent from ``start`` 50 ms apart (a paced batch, no lump); the
+    next send time."""
+    for n in range(count):
+        pacer.on_success(start + n * 0.05 + 0.005, sent_at=start + n * 0.05)
+    return start + count * 0.05
+
+
+def _paced_after_a_penalty_box() -> tuple[Pacer, float, float]:
+    """A rate learned from 429s (bursts let through at once after a pause: no window),
+    then a paced burst refused at a penalty box of 1 s, which knocked its way through
+    (``_penalty_knocks``); the ceiling that gap gives, with the window's margins, and
+    when the next request goes."""
+    pacer = Pacer()
+    pacer.on_response()
+    throttled = _unhinted_burst(pacer, 0.0, 10)
+    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6)
+    pacer.on_resume(0.62)
+    throttled = _unhinted_burst(pacer, 0.62, 10)
+    pacer.on_throttled(throttled + 0.005, sent_at=throttled, pause=0.6)
+    pacer.on_resume(1.3)
+    throttled = _paced_burst(pacer, 1.3, 10)
+    assert pacer.learned_rate is not None
+    assert not pacer.window_learned
+    pauses, going = _penalty_knocks(pacer, throttled, 1.0)
+    through = pauses[-1] + 0.005
+    assert 1.0 <= through <= KNOCK_GROWTH
+    return pacer, through * (1 + WINDOW_SLACK) + WINDOW_GUARD, going
+
+
+def test_paced_by_a_learned_rate_the_knocking_waits_the_ceiling_once_refused_as_long() -> None:
+    """After ``_paced_after_a_penalty_box``, the next burst refused knocks in steps until
+    it has been refused for as long as the ceiling (a plain window no longer would have
+    given its quota back by then, and at a penalty box each knock restarts the penalty),
+    then waits the ceiling from its last knock, and is through then."""
+    pacer, ceiling, going = _paced_after_a_penalty_box()
+    pauses, _ = _penalty_knocks(pacer, _paced_burst(pacer, going, 10), 1.0)
+    assert pauses[-1] == pytest.approx(ceiling)
+    assert max(pauses[:-1]) < 1.0
+    assert sum(pauses[:-1]) + 0.005 * (len(pauses) - 1) >= ceiling
+    assert sum(pauses[:-2]) + 0.005 * (len(pauses) - 2) < ceiling
+
+
+def test_refused_after_waiting_the_ceiling_paced_knocking_goes_on_in_steps() -> None:
+    """A longer penalty than the ceiling: the wait is refused, and the knocking goes on in
+    steps, with no second wait of the ceiling."""
+    pacer, ceiling, going = _paced_after_a_penalty_box()
+    pauses, _ = _penalty_knocks(pacer, _paced_burst(pacer, going, 10), 2.5 * ceiling)
+    waits = [n for n, pause in enumerate(pauses) if pause == pytest.approx(ceiling)]
+    assert len(waits) == 1
+    assert pauses[waits[0] + 1] < ceiling
+
+
 def test_the_longest_refused_gap_is_a_floor_under_the_window() -> None:
     """Two refusals with nothing through between came inside one window (or one
     penalty): the first burst's longest such gap, 0.6 s, is a floor under the window

@@ -163,7 +163,10 @@ KNOCK_GROWTH = 1.5
 # knock sooner would restart the penalty, so the second window would be found as late
 # as the first. Through, that refusal pins the start. At a plain window it is through,
 # or refused, and the knocking goes on in steps. A burst that went out slower waits its
-# backoff, and its second knock the ceiling.
+# backoff, and its second knock the ceiling. A burst paced by a rate learned from 429s
+# (no lump) knocks in steps until it has been refused for as long as the ceiling: a plain
+# window no longer than that would have given its quota back by then, and at a penalty
+# box each knock sooner restarts the penalty; it then waits the ceiling once.
 PENALTY_TRY_SHARE = 0.6
 # A burst on a window learned without hints opens with one request: the other
 # workers wait for its answer (up to SCOUT_PATIENCE of the window), so a window
@@ -643,6 +646,8 @@ class Pacer:
         # gap before the last refused knock (see KNOCK_GROWTH).
         self._ceiling_wait = False
         self._refused_gap = 0.0
+        # Whether the knocking since the burst's first refusal has waited the ceiling once.
+        self._ceiling_tried = False
 
     @property
     def rate(self) -> float | None:
@@ -1572,6 +1577,7 @@ class Pacer:
             if self._successes_since_429 == 0 and self._unhinted_burst is not None:
                 self._refused_empty = True
                 waited, self._ceiling_wait = self._ceiling_wait, False
+                self._ceiling_tried = self._ceiling_tried or waited
                 if not self.window_learned:
                     gap = sent_at - self._last_refused
                     self._penalty_floor = max(self._penalty_floor, gap)
@@ -1585,6 +1591,7 @@ class Pacer:
                     )
             else:
                 self._refused_empty = False
+                self._ceiling_tried = False
                 self._unhinted_burst = (self._burst_start, sent_at)
                 self._recent_sends = [t for t in self._recent_sends if t >= self._burst_start]
         previous, successes = self._last_pause_end, self._successes_since_429
@@ -1684,10 +1691,11 @@ class Pacer:
 
         Refused with nothing through since a burst while no window is known: a
         step of the burst's age (REFUSAL_STEP), to find when the quota comes
-        back. On a window learned from refusals, a burst refused at its first
-        request: no pause when the log holds the batch to a window that held (read as a
-        penalty box's, that window whole),
-        else a step of the time since the last burst opened (SEEK_STEP). Paced
+        back, or a penalty box's ceiling (see PENALTY_TRY_SHARE). On a window
+        learned from refusals, a burst refused at its first request: no pause
+        when the log holds the batch to a window that held (read as a penalty
+        box's, that window whole), else a step of the time since the last burst
+        opened (SEEK_STEP). Paced
         by a rate learned from 429s (AIMD), the cut rate is the answer, as it is
         to a lost packet in TCP: the batch only waits a slot at that rate for
         each request in flight and SLOT_PAUSE_CUSHION more; not in a run of
@@ -1707,8 +1715,10 @@ class Pacer:
                 step = min(1.0, SEEK_STEP * doubled)
                 return min(backoff, step * (last_429 - self._seek_from))
             if learning and self._refused_empty and burst:
-                if self._knock_at_ceiling:
-                    self._knock_at_ceiling = False
+                paced = self.learned_rate is not None  # by AIMD: no lump, no wait above
+                refused_long = self._last_refused - burst[1] >= ceiling
+                if self._knock_at_ceiling or (paced and refused_long and not self._ceiling_tried):
+                    self._knock_at_ceiling, self._ceiling_tried = False, True
                     return ceiling
                 step = min(1.0, REFUSAL_STEP * doubled) * (last_429 - burst[0])
                 return min(backoff, step, KNOCK_GROWTH * self._refused_gap)
