@@ -2596,6 +2596,27 @@ def test_the_longest_refused_gap_is_a_floor_under_the_window() -> None:
     assert tries[0].fields["window_s"] == pytest.approx((0.6 + learned) / 2, abs=1e-3)
 
 
+def test_an_even_pace_kept_after_a_window_learned_from_refusals_is_tried_shorter() -> None:
+    """A burst not taken again evens the window learned from refusals out to a pace of
+    one request at a time: the floor and ceiling it was bisected between were a burst's
+    window's, so it is tried shorter by spans from then on, as a learned window is, and
+    not held to for the rest of the batch."""
+    pacer, through, _ = _learned_by_a_wait_to_the_ceiling()
+    now, _ = _pace(pacer, through + 0.2, through + 3.0)
+    evened = pacer.on_throttled(now + 0.01, sent_at=now, pause=0.5)
+    assert evened is not None
+    assert evened.fields["reason"] == "429_even_pace"
+    pacer.on_resume(now + 1.0)
+    _, events = _pace(pacer, now + 1.0, now + 40.0)
+    tries = [event for _, event in events if event.fields["reason"] == "probing"]
+    assert tries
+    assert tries[0].fields["limit"] == 1
+    tried, even = tries[0].fields["window_s"], evened.fields["window_s"]
+    assert isinstance(tried, float)
+    assert isinstance(even, float)
+    assert tried < even
+
+
 def test_refused_after_the_wait_to_the_ceiling_the_knocking_goes_on_in_steps() -> None:
     """Refused after that wait (a plain window, longer than the gap that let the first
     burst's knocking through), the knocking goes on a step of the burst's age at a time,

@@ -1945,6 +1945,9 @@ class Pacer:
             self.window = _even_pace(self.window / self.probe_factor, self.limit)
             self.limit, self._evenly_paced = 1, True
             self.probe_factor = self._probe_held = 1.0
+            # The bounds were a burst's window's: an even pace has no bursts to bisect
+            # it by, and is tried shorter by spans instead (``_probe_learned_window``).
+            self._window_floor = self._window_ceiling = None
             reason = "429_even_pace"
         else:
             self.window /= 1.0 - LEARNED_CUT
