@@ -646,7 +646,7 @@ class Pacer:
         # gap before the last refused knock (see KNOCK_GROWTH).
         self._ceiling_wait = False
         self._refused_gap = 0.0
-        # Whether the knocking since the burst's first refusal has waited the ceiling once.
+        # Whether a burst paced by AIMD has waited the ceiling since its first refusal.
         self._ceiling_tried = False
 
     @property
@@ -1577,7 +1577,6 @@ class Pacer:
             if self._successes_since_429 == 0 and self._unhinted_burst is not None:
                 self._refused_empty = True
                 waited, self._ceiling_wait = self._ceiling_wait, False
-                self._ceiling_tried = self._ceiling_tried or waited
                 if not self.window_learned:
                     gap = sent_at - self._last_refused
                     self._penalty_floor = max(self._penalty_floor, gap)
@@ -1695,11 +1694,11 @@ class Pacer:
         learned from refusals, a burst refused at its first request: no pause
         when the log holds the batch to a window that held (read as a penalty
         box's, that window whole), else a step of the time since the last burst
-        opened (SEEK_STEP). Paced
-        by a rate learned from 429s (AIMD), the cut rate is the answer, as it is
-        to a lost packet in TCP: the batch only waits a slot at that rate for
-        each request in flight and SLOT_PAUSE_CUSHION more; not in a run of
-        429s (the backoff then starts from its first step, see ``streak_with``).
+        opened (SEEK_STEP). Paced by a rate learned from 429s (AIMD), the cut
+        rate is the answer, as it is to a lost packet in TCP: the batch only
+        waits a slot at that rate for each request in flight and
+        SLOT_PAUSE_CUSHION more; not in a run of 429s (the backoff then starts
+        from its first step, see ``streak_with``).
         """
         learning = not self.headers_seen and not self.window_learned
         last_429, burst = self._last_429, self._unhinted_burst
