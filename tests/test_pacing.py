@@ -86,6 +86,7 @@ from trade_ingest.pacing import (  # noqa: E402
     EARLY_MIN_SHARE,
     EARLY_PASSES,
     EARLY_RETRY_AFTER,
+    HALF_SCOUT_SHARE,
     HEADER_MARGIN,
     KNOCK_GROWTH,
     LEARNED_PROBE_MIN_STEP,
@@ -1565,24 +1566,56 @@ def test_a_spent_one_second_window_sends_a_refill_scout_and_five_through_make_a_
     assert not pacer.lumpy
 
 
-def test_a_refused_refill_scout_waits_eight_seconds_then_twice_as_long() -> None:
-    """On a real window the scout is refused (one 429, its Retry-After waited out): the
-    spent quotas after it wait the whole reset until the next scout, 8 s later, and 16 s
-    after that one is refused too."""
+def test_a_refill_scout_never_sent_leaves_the_next_spent_quota_free_to_scout() -> None:
+    """A scout's slot given back unsent (a pause began first) tells nothing: the next spent
+    quota sends one as if it had never been taken (before, none went for the whole run)."""
     pacer, now = _lumpy_log(5), 3.0
-    scouts = []
+    pause = _spend_a_lump(pacer, now, 5)
+    scout = now + 0.005 + (pause or 0.0)
+    assert pacer.reserve(scout) == scout
+    pacer.cancel(scout)
+    assert _spend_a_lump(pacer, now + 1.2, 5) == pytest.approx(REFILL_SCOUT_SHARE - 0.005)
+
+
+def test_a_slot_held_past_a_refill_scout_through_is_asked_for_again() -> None:
+    """Through, a refill scout gives back the slots workers hold for later: such a slot no
+    longer holds (sent, it would go unlogged, and the log would let one more through than
+    the quota); the worker asks again and gets one the log counts."""
+    pacer, now = _lumpy_log(5), 3.0
+    pause = _spend_a_lump(pacer, now, 5)
+    scout = now + 0.005 + (pause or 0.0)
+    assert pacer.reserve(scout) == scout
+    held = pacer.reserve(scout + 0.001)
+    assert held is not None and pacer.still_holds(held)
+    pacer.on_quota(scout + 0.005, Quota(5, 4, 1.0), sent_at=scout)
+    assert not pacer.still_holds(held)
+
+
+def test_a_refused_refill_scout_waits_eight_seconds_then_twice_as_long() -> None:
+    """On a real window of a second the scout is refused (one 429, its Retry-After waited
+    out), and so is the half-second scout at the next spent quota: the spent quotas after
+    it wait the whole reset until the next refill scout, 8 s later, and 16 s after that
+    one is refused too. No half-second scout goes again."""
+    pacer, now = _lumpy_log(5), 3.0
+    scouts: list[tuple[float, float]] = []
     while now < 40.0:
         pause = _spend_a_lump(pacer, now, 5)
         assert pause is not None
         if pause < 1.0:
             scout = now + 0.005 + pause
             assert pacer.reserve(scout) == scout
-            scouts.append(round(scout - 3.0))
+            scouts.append((scout, pause + 0.005))
             pacer.on_quota(scout + 0.005, Quota(5, 0, 1.0), sent_at=scout, throttled=True)
             pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
+            now = scout + 1.0
         now += 1.2
-    assert scouts == [0, 9, 25]
-    assert pacer.logging and not pacer.refills_faster
+    share, half = REFILL_SCOUT_SHARE, HALF_SCOUT_SHARE
+    assert [pause for _, pause in scouts] == pytest.approx([share, half, share, share])
+    at = [sent for sent, _ in scouts]
+    lump = 1.0 + 1.2  # a scout's Retry-After, then the next spent quota
+    assert at[1] - at[0] < lump + 1.2
+    assert 8.0 <= at[2] - at[1] < 8.0 + lump and 16.0 <= at[3] - at[2] < 16.0 + lump
+    assert pacer.logging and not pacer.refills_faster and pacer.window == 1.0
 
 
 @pytest.mark.parametrize("limit", [3, 5])
@@ -1669,6 +1702,125 @@ def test_a_window_of_a_second_is_never_taken_for_a_bucket(
     assert sum(ok for _, ok in batch.sends) == trades
     kinds = [e.fields.get("kind") for _, e in batch.events if e.name == "pacing.window_learned"]
     assert "bucket" not in kinds
+
+
+def test_half_second_scouts_through_with_the_whole_quota_bound_the_window() -> None:
+    """A window of 4 per half second reads "1" after every spent quota, as 4 a second does.
+    The refill scout refused, the next spent quota waits for a half-second scout instead.
+    Each through with the whole quota back puts a turn between the send before it and it,
+    and the quota it reports is spent at once: with the ones before, the window is at
+    most their span over the turns between (``pacing.window_learned``, kind ``shorter``),
+    and the log keeps 4 to that."""
+    pacer, now = _lumpy_log(4), 3.0
+    pause = _spend_a_lump(pacer, now, 4)
+    assert pause == pytest.approx(REFILL_SCOUT_SHARE - 0.005)
+    scout = now + 0.005 + pause
+    assert pacer.reserve(scout) == scout
+    pacer.on_quota(scout + 0.005, Quota(4, 0, 1.0), sent_at=scout, throttled=True)
+    pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
+
+    def spend(at: float, count: int) -> float | None:
+        assert [pacer.reserve(at) for _ in range(count)] == [at] * count
+        for left in range(count - 1, -1, -1):
+            _, paused = pacer.on_quota(at + 0.005, Quota(4, left, 1.0), sent_at=at)
+        return paused
+
+    now = scout + 1.2
+    pause = spend(now, 4)
+    passes: list[tuple[float, float]] = []
+    events: list[PacingEvent | None] = []
+    for _ in range(5):
+        assert pause == pytest.approx(HALF_SCOUT_SHARE - 0.005)
+        scout = now + 0.005 + pause
+        assert pacer.reserve(scout) == scout
+        held = pacer.reserve(scout)
+        assert held is None or held > scout + 0.1  # the rest wait for its answer
+        if held is not None:
+            pacer.cancel(held)
+        events.append(pacer.on_quota(scout + 0.005, Quota(4, 3, 1.0), sent_at=scout)[0])
+        passes.append((now, scout))
+        now = scout + 0.01
+        pause = spend(now, 3)  # what it reported back, at once
+    assert events[:2] == [None, None]  # two turns a second apart bound nothing
+    bound = min((passes[k][1] - passes[j][0]) / (k - j) for k in range(5) for j in range(k))
+    assert 0.5 < bound < 0.75
+    shorter = [e for e in events if e is not None and e.fields.get("kind") == "shorter"]
+    assert [e.fields["window_s"] for e in shorter] == sorted(
+        (e.fields["window_s"] for e in shorter), reverse=True
+    )
+    reported = float(str(shorter[-1].fields["window_s"]))
+    assert bound - 1e-4 <= reported < bound / 0.9  # later bounds under a tenth less: unsaid
+    assert pacer.window == pytest.approx(bound)
+    assert pacer.logging and pacer.limit == 4 and not pacer.refills_faster
+
+
+def test_a_half_second_scout_refused_ends_them_and_the_window_read_stands() -> None:
+    """On a window of a second the half-second scout is refused too (one 429): none goes
+    again, and the log keeps to the second the resets read."""
+    pacer, now = _lumpy_log(4), 3.0
+    shares = []
+    while now < 30.0:
+        pause = _spend_a_lump(pacer, now, 4)
+        assert pause is not None
+        if pause < 1.0:
+            scout = now + 0.005 + pause
+            assert pacer.reserve(scout) == scout
+            shares.append(pause + 0.005)
+            pacer.on_quota(scout + 0.005, Quota(4, 0, 1.0), sent_at=scout, throttled=True)
+            pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
+            now = scout + 1.0
+        now += 1.2
+    assert shares[:2] == pytest.approx([REFILL_SCOUT_SHARE, HALF_SCOUT_SHARE])
+    assert shares[2:] == pytest.approx([REFILL_SCOUT_SHARE] * (len(shares) - 2))
+    assert pacer.window == 1.0
+
+
+@given(
+    st.sampled_from(["fixed", "sliding", "token"]),
+    st.integers(3, 12),
+    st.sampled_from([0.25, 0.4, 0.5, 1.0, 2.0]),
+    st.floats(0.001, 0.05),
+    st.integers(1, 8),
+    st.integers(0, 2**16),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_window_bounded_by_half_second_scouts_is_never_shorter_than_the_gateways(
+    kind: LimiterKind, limit: int, window: float, latency: float, workers: int, seed: int
+) -> None:
+    """Whatever the gateway behind whole-second resets, a window the half-second scouts
+    bound is no shorter than its window (a bucket's: its burst over the time it takes to
+    refill it), so the log keeps within what it allows; every trade goes through."""
+    burst = max(2, limit // 2) if kind == "token" else None
+    gateway = make_limiter(kind, limit, window, burst, 0.3 if kind == "fixed" else None)
+    trades = max(60, round(15 * limit / window))
+    batch = _workers(gateway, workers=workers, trades=trades, latency=latency, seed=seed,
+                     told=True, start=1000.0)  # fmt: skip
+    assert sum(ok for _, ok in batch.sends) == trades
+    shorter = [e.fields for _, e in batch.events if e.fields.get("kind") == "shorter"]
+    least = window if burst is None else burst * window / limit
+    assert all(float(str(fields["window_s"])) >= least for fields in shorter)
+    if window >= 1.0 and kind != "token":
+        assert not shorter
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit", "window"),
+    [("fixed", 4, 0.5), ("fixed", 8, 0.5), ("sliding", 5, 0.5), ("sliding", 10, 0.5)],
+)
+def test_a_half_second_window_read_as_a_second_is_found_and_its_quota_used(
+    kind: LimiterKind, limit: int, window: float
+) -> None:
+    """A window of a half second, told by resets rounded up to the second: kept to as a
+    second, eight workers got half its rate (a sweep's 4 per 0.5 s: 0.52). Bounded by the
+    half-second scouts, at least 0.75 of it, with at most four requests refused."""
+    gateway = make_limiter(kind, limit, window, None, 0.3 if kind == "fixed" else None)
+    trades = round(30 * limit / window)
+    batch = _workers(gateway, workers=8, trades=trades, latency=0.01, seed=1, told=True,
+                     start=1000.0)  # fmt: skip
+    through = [t for t, ok in batch.sends if ok]
+    assert len(through) == trades
+    assert trades / (limit / window) / (through[-1] - 1000.0) >= 0.75
+    assert len(batch.sends) - trades <= 4
 
 
 @pytest.mark.parametrize(
@@ -2708,8 +2860,9 @@ def _workers(
     """``trades`` fetched by ``workers`` workers sharing one pacer and one pause, as the
     fetcher drives them, on a simulated clock from ``start`` against a gateway that sends
     no hint: a worker asks for a slot (again after ``poll_delay`` when told "not yet"),
-    sleeps towards it looking for a sooner one every SLOT_RECHECK, and sends unless a
-    pause began meanwhile; a 429 pauses every worker for what ``throttle_pause`` makes
+    sleeps towards it looking for a sooner one every SLOT_RECHECK (asking again once it no
+    longer holds, as the fetcher's ``_sleep_to`` does), and sends unless a pause began
+    meanwhile; a 429 pauses every worker for what ``throttle_pause`` makes
     of our backoff, and they come back spread over a quarter of a second. A worker keeps
     its trade until it is through.
 
@@ -2747,14 +2900,17 @@ def _workers(
             if got is None:
                 later(now + pacer.poll_delay(now), "ask")
             else:
-                later(min(got, now + SLOT_RECHECK), "sleep", got)
-        elif what == "sleep":
+                later(min(got, now + SLOT_RECHECK), "sleep" if got > now else "go", got)
+        elif what in ("sleep", "go"):
             if now < paused_until:
                 pacer.cancel(slot)
                 later(paused_until, "ask")
+            elif what == "sleep" and not pacer.still_holds(slot):
+                pacer.cancel(slot)
+                later(now, "ask")
             elif now < slot:
                 slot = pacer.sooner(now, slot) or slot
-                later(min(slot, now + SLOT_RECHECK), "sleep", slot)
+                later(min(slot, now + SLOT_RECHECK), "sleep" if slot > now else "go", slot)
             else:
                 pacer.in_flight += 1
                 answer = gateway.admit(now + latency / 2)

@@ -308,6 +308,29 @@ REFILL_SCOUT_SHARE = 0.125
 REFILL_SCOUT_READ = 2.0
 REFILL_SCOUT_PASSES = 5
 REFILL_SCOUT_WAIT = 8.0
+# Such a second may also be a shorter window (4 per half second reads "1" after every
+# spent quota, as 4 a second does): kept to, the batch gets half its quota or less. The
+# first refill scout refused (or none able to go, the log's next slot too near), one
+# request, a half-second scout, goes HALF_SCOUT_SHARE of a second after the last send
+# instead (a guard past half a second). Through with the whole quota back (the gateway
+# counted it alone), a window turned (a sliding one forgot the lot, a bucket refilled its
+# burst) since that send: the quota the answer reports is spent at once, and the next
+# half-second scout follows it. Each pass ``i`` puts a turn between the send before it,
+# ``b_i``, and it, ``c_i``; turns are a window apart at least, so the window is no longer
+# than ``(c_k - b_j) / (k - j)`` for any passes j < k in a row (a sliding window gave its
+# quota back within each ``c_i - b_i``, a bucket refilled as fast). Below a second by
+# CHAIN_MARGIN, the least of those bounds is the window the log keeps to, though the
+# resets still read a second (``pacing.window_learned``, kind ``shorter``), and the scouts
+# go on while they pass. A half-second scout refused (one 429, half a second: its
+# Retry-After ends half a second after the log's next slot), or through with less than
+# the whole quota back (a bucket's refill, counted as a refill scout's pass), ends them
+# for the run; the refill scouts go on. Not for epoch resets, whose turns named on the
+# second read a longer window as a second as well. A scout goes only SCOUT_LEAD or more
+# before the log's next slot: sooner than that it tells nothing the log's slot would not.
+HALF_SCOUT_SHARE = 0.5 * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
+CHAIN_MARGIN = 0.1
+CHAIN_KEPT = 16
+SCOUT_LEAD = 0.05
 # Paced as a bucket, the pace doubles each period it does not run the quota dry, then is
 # bisected between what held and what ran dry, to within this share.
 BUCKET_PRECISION = 0.05
@@ -493,6 +516,15 @@ class Pacer:
         self._refill_rate = 0.0
         self._refill_next = -math.inf
         self._refill_wait = REFILL_SCOUT_WAIT
+        # The share of a second the next scout goes after the last send (REFILL_SCOUT_SHARE
+        # or HALF_SCOUT_SHARE), and whether half-second scouts are over for the run; the
+        # half-second scouts through in a row (the send before each, and its own), the
+        # window they bound, and the bound last reported.
+        self._scout_share = REFILL_SCOUT_SHARE
+        self._half_scouts_over = False
+        self._half_passes: deque[tuple[float, float]] = deque(maxlen=CHAIN_KEPT)
+        self._window_bound: float | None = None
+        self._bound_reported: float | None = None
         self._resets_whole = False
         # A refused scout's time, until its 429 is told (``on_quota`` comes first).
         self._refill_refused_sent: float | None = None
@@ -813,8 +845,11 @@ class Pacer:
         if slot == self._probe_taken:
             return True  # a promised request goes at the reset, whatever the log says
         log = self._log
+        at = bisect.bisect_left(log, slot)
+        if at == len(log) or log[at] != slot:
+            return False  # given back (a scout got through): sent, it would go unlogged
         # A hair's tolerance: a slot a span after a send is computed as that sum.
-        before = bisect.bisect_left(log, slot) - bisect.bisect_right(log, slot - span + 1e-9)
+        before = at - bisect.bisect_right(log, slot - span + 1e-9)
         return before < self.limit
 
     def _take_paced_slots(self, now: float) -> list[float]:
@@ -828,6 +863,8 @@ class Pacer:
         """A reserved slot that was not used (a pause came first, or the trade gave up)."""
         if slot == self._scout_at:
             self._scout_at = None
+        if self._refill_scout is not None and slot == self._refill_scout[0]:
+            self._refill_scout = None  # never sent: it tells nothing
         log = self._log
         index = bisect.bisect_left(log, slot)
         if index < len(log) and log[index] == slot:
@@ -919,8 +956,11 @@ class Pacer:
                 last = self._last_logged(now)
                 if self._refill_scout_due(now) and last is not None:
                     # Up in time for a refill scout: the log holds the rest back.
-                    return max(0.0, last + REFILL_SCOUT_SHARE * HINT_RESOLUTION - now)
+                    return max(0.0, last + self._scout_share * HINT_RESOLUTION - now)
                 return quota.reset
+            scout = self._scout_pause(now, now + wait)
+            if scout is not None:
+                return scout  # the log holds the rest back
             # A send of ours due by the reset, give or take the log's slack, a
             # guard and a round trip, takes what comes back: its answer tells the rest.
             slack = span - self.window + WINDOW_GUARD
@@ -939,7 +979,13 @@ class Pacer:
     def _refill_scout_due(self, now: float) -> bool:
         """Whether a refill scout may go now, but for the log (see ``_take_refill_scout``)."""
         since = self._one_second_since
-        one_second = self.window is not None and abs(self.window - HINT_RESOLUTION) < 1e-6
+        # Kept to a shorter window the half-second scouts bound, while they still pass.
+        read = self.window if self._window_bound is None else self.window_estimate
+        one_second = (
+            read is not None
+            and abs(read - HINT_RESOLUTION) < 1e-6
+            and (self._window_bound is None or bool(self._half_passes))
+        )
         return (
             one_second
             and (self.limit or 0) > EARLY_LIMIT
@@ -952,21 +998,46 @@ class Pacer:
             and now >= self._refill_next
         )
 
+    def _scout_pause(self, now: float, slot: float) -> float | None:
+        """The pause until a scout when one is due on this spent quota, whose log's next
+        ``slot`` is sooner than its reset; else None. A refill scout if it can go (see
+        ``_take_refill_scout``), else a half-second one (HALF_SCOUT_SHARE), but not while
+        refill scouts are getting through (a bucket, or its burst a second)."""
+        last = self._last_logged(now)
+        if not self.lumpy or last is None or not self._refill_scout_due(now):
+            return None
+        share = self._scout_share
+        at = last + share * HINT_RESOLUTION
+        lead = SCOUT_LEAD if self._refill_passes else HINT_RESOLUTION * (1.0 - share)
+        if share == REFILL_SCOUT_SHARE and slot - at >= lead:
+            return max(0.0, at - now)
+        if self._half_scouts_over or self._refill_passes:
+            return None
+        at = last + HALF_SCOUT_SHARE * HINT_RESOLUTION
+        if slot - at < SCOUT_LEAD:
+            return None
+        self._scout_share = HALF_SCOUT_SHARE
+        return max(0.0, at - now)
+
     def _take_refill_scout(self, now: float, slot: float) -> bool:
-        """Whether a request may go ``now`` as a refill scout (see REFILL_SCOUT_SHARE): the
-        freshest report says the quota is spent, the log's next ``slot`` is most of a
-        second away (unless the last scout got through), the last send REFILL_SCOUT_SHARE
-        of a second ago, on a one-second window read from whole-second resets, and not
-        before the wait after a refused one. If so, it is logged."""
+        """Whether a request may go ``now`` as a refill scout (see REFILL_SCOUT_SHARE) or a
+        half-second one (HALF_SCOUT_SHARE): the freshest report says the quota is spent, the
+        log's next ``slot`` is most of a second away (unless the last scout got through; a
+        half-second scout's, SCOUT_LEAD), the last send that share of a second ago, on a
+        one-second window read from whole-second resets, and not before the wait after a
+        refused one. If so, it is logged."""
         # Refused, its Retry-After (a second at least) ends at most a share of a second
         # after the log's next slot; once one got through, the next goes as soon.
-        soon = slot - now < HINT_RESOLUTION * (1.0 - REFILL_SCOUT_SHARE)
-        if soon and not self._refill_passes:
+        share = self._scout_share
+        soon = slot - now < HINT_RESOLUTION * (1.0 - share)
+        if soon and not self._refill_passes and share == REFILL_SCOUT_SHARE:
             return False
+        if slot - now < SCOUT_LEAD:
+            return False  # its answer would come after the log's own request
         if not self._refill_scout_due(now) or self._fresh_remaining:
             return False  # not spent: the slots held later need not be the next window's
         last = self._last_logged(now)
-        if last is None or now - last < REFILL_SCOUT_SHARE * HINT_RESOLUTION - HORIZON_TOLERANCE:
+        if last is None or now - last < share * HINT_RESOLUTION - HORIZON_TOLERANCE:
             return False
         self._refill_scout = (now, last, slot)
         self._remaining_at_scout = self._fresh_remaining
@@ -995,6 +1066,11 @@ class Pacer:
         del self._log[bisect.bisect_right(self._log, now) :]
         # ``remaining`` and this one, but for what was left when it went, came back since.
         back = (quota.remaining or 0) + 1 - self._remaining_at_scout
+        if self._scout_share == HALF_SCOUT_SHARE:
+            if self.limit is not None and (quota.remaining or 0) + 1 >= self.limit:
+                self._half_scout_through(before, sent_at)
+                return False
+            self._end_half_scouts()  # a bucket's refill: a refill scout's pass
         self._refill_rate = max(self._refill_rate, back / max(sent_at - before, 1e-3))
         self._refill_passes += 1
         return self._refill_passes >= REFILL_SCOUT_PASSES
@@ -1005,8 +1081,47 @@ class Pacer:
         self._refill_refused_sent = self._refill_scout[0]
         self._refill_scout = None
         self._refill_passes = 0
+        if self._scout_share == REFILL_SCOUT_SHARE and not self._half_scouts_over:
+            self._scout_share = HALF_SCOUT_SHARE  # at the next spent quota, no wait
+            return
+        if self._scout_share == HALF_SCOUT_SHARE:
+            self._end_half_scouts()
         self._refill_next = now + self._refill_wait
         self._refill_wait *= 2.0
+
+    def _half_scout_through(self, before: float, sent_at: float) -> None:
+        """A half-second scout sent at ``sent_at`` (the send before it at ``before``) found
+        the whole quota back: the window it bounds with the passes before it in a row, if
+        below a second, is kept to (see HALF_SCOUT_SHARE)."""
+        passes = self._half_passes
+        passes.append((before, sent_at))
+        bound = (
+            min(
+                (passes[k][1] - passes[j][0]) / (k - j)
+                for k in range(1, len(passes))
+                for j in range(k)
+            )
+            if len(passes) > 1
+            else math.inf
+        )
+        if bound < HINT_RESOLUTION * (1.0 - CHAIN_MARGIN):
+            self._window_bound = min(self._window_bound or bound, bound)
+            self.window = min(self.window or bound, self._window_bound)
+
+    def _end_half_scouts(self) -> None:
+        """No more half-second scouts this run; a window they bounded stays kept to."""
+        self._half_scouts_over = True
+        self._half_passes.clear()
+        self._scout_share = REFILL_SCOUT_SHARE
+
+    def _shorter_event(self, quota: Quota) -> PacingEvent | None:
+        """``pacing.window_learned``, kind ``shorter``, when the half-second scouts bound
+        the window a tenth or more below what was last reported (or the resets' second)."""
+        bound, reported = self._window_bound, self._bound_reported or HINT_RESOLUTION
+        if bound is None or bound > reported * (1.0 - REPORTABLE_CHANGE):
+            return None
+        self._bound_reported = bound
+        return self._window_kind_event("shorter", quota.limit, window_s=round(bound, 4))
 
     def _pace_as_a_bucket(self) -> None:
         """The gateway gave back more than the window its resets read allows (at least
@@ -1027,16 +1142,16 @@ class Pacer:
 
     def _bucket_event(self, quota: Quota) -> PacingEvent:
         """``pacing.window_learned``, kind ``bucket``: the window read from resets was none."""
+        refill = round(self._refill_rate, 3)
+        return self._window_kind_event("bucket", quota.limit, refill_per_s=refill)
+
+    def _window_kind_event(self, kind: str, limit: int | None, **fields: float) -> PacingEvent:
+        """``pacing.window_learned`` of ``kind``, with the rate it brings (reported so)."""
         rate = self.rate or 0.0
         self._reported = rate
         return PacingEvent(
             "pacing.window_learned",
-            {
-                "kind": "bucket",
-                "limit": quota.limit,
-                "refill_per_s": round(self._refill_rate, 3),
-                "rate_per_s": round(rate, 4),
-            },
+            {"kind": kind, "limit": limit, **fields, "rate_per_s": round(rate, 4)},
         )
 
     @property
@@ -1179,6 +1294,8 @@ class Pacer:
             return self._bucket_event(quota), None
         if quota.reset is not None:
             self._resets_whole = _told_to_the_second(quota.reset, quota.reset_error)
+            if quota.reset_at is not None and not self._half_scouts_over:
+                self._end_half_scouts()  # epoch resets (see HALF_SCOUT_SHARE)
         if quota.reset is not None and quota.window is None:
             seen = window_from_reset(quota.reset)
             # Read on a server clock not yet known to the second, an epoch reset
@@ -1203,6 +1320,8 @@ class Pacer:
             self._one_second_since = None
         if quota.limit:
             self.window = quota.window or self.window_estimate
+            if self._window_bound is not None and not quota.window and self.window:
+                self.window = min(self.window, self._window_bound)
             self.limit = quota.limit
             self.window_stated = self.window_stated or quota.window is not None
         span = self.window_span()
@@ -1243,6 +1362,7 @@ class Pacer:
             if pause is not None:
                 reason = "quota_exhausted"
             event = self._report(reason, limit=quota.limit, window_s=self.window)
+            event = self._shorter_event(quota) or event
             if self.lumpy and not was_lumpy and event is None:
                 event = PacingEvent(
                     "pacing.window_learned",

@@ -1,6 +1,7 @@
-"""Fake-clock batches against gateways that send no hint, with and without a penalty box.
+"""Fake-clock batches against gateways that send no hint, with and without a penalty box,
+and against gateways told by quota headers whose resets are rounded up to the second.
 
-    python -m tests.bench.bench_fakeclock              # 8 seeds (about 2 minutes)
+    python -m tests.bench.bench_fakeclock              # 8 seeds (a few seconds)
     python -m tests.bench.bench_fakeclock --seeds 2
 
 Each batch is ``_workers`` from ``tests/test_pacing.py`` (workers sharing one pacer and
@@ -9,8 +10,14 @@ worker counts and latencies. A penalty box refuses any request that comes while 
 gateway refuses, and restarts the refusal a window long from it, as
 ``trade-ingest simulate --penalty`` does. Printed per gateway: efficiency (ideal time
 / the batch's last send) on average and at its lowest, and over the batches whose rate
-was learned from 429s (AIMD). The same seeds give the same figures on any machine, so
-two commits compare run for run. Nothing is sent anywhere.
+was learned from 429s (AIMD). The second table: gateways whose every answer tells the
+limit, the remaining quota and a reset rounded up to a whole second (and a 429 a
+Retry-After as long), as ``--limit-headers delta`` does: windows of a second or less and
+buckets, which such resets all read as a second. Printed per gateway: efficiency on
+average and at its lowest, the share of requests answered 429, and the batches that
+found a window shorter than a second (``pacing.window_learned``, kind ``shorter``) or a
+bucket (kind ``bucket``). The same seeds give the same figures on any machine, so two
+commits compare run for run. Nothing is sent anywhere.
 """
 
 from __future__ import annotations
@@ -32,6 +39,20 @@ SHAPES: list[tuple[LimiterKind, int, float, float | None]] = [
 ]
 WORKERS_AND_LATENCY = [(8, 0.01), (4, 0.03), (8, 0.05), (2, 0.005)]
 TOKEN_BURST = 10
+# Told by whole-second resets: (kind, limit, window, phase of a fixed window, burst).
+TOLD_SHAPES: list[tuple[LimiterKind, int, float, float | None, int | None]] = [
+    ("fixed", 4, 0.5, 0.3, None),
+    ("fixed", 8, 0.5, 0.7, None),
+    ("sliding", 5, 0.5, None, None),
+    ("fixed", 4, 1.0, 0.5, None),
+    ("fixed", 10, 1.0, 0.5, None),
+    ("sliding", 4, 1.0, None, None),
+    ("sliding", 10, 1.0, None, None),
+    ("token", 20, 1.0, None, 5),
+    ("token", 20, 1.0, None, 10),
+    ("token", 40, 1.0, None, 5),
+    ("fixed", 40, 2.0, 0.5, None),
+]
 
 
 class PenaltyBox:
@@ -63,6 +84,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args()
+    _unhinted(args.seeds)
+    print()
+    _told(args.seeds)
+
+
+def _unhinted(seeds: int) -> None:
     print(
         f"{'gateway (no hint)':20}{'penalty':>8}{'mean':>7}{'min':>6}{'AIMD batches':>14}{'their mean':>12}"
     )
@@ -71,7 +98,7 @@ def main() -> None:
             efficiencies, learned_by_aimd = [], []
             trades = 200 if window < 5.0 else 100
             ideal = trades * window / limit
-            for seed in range(args.seeds):
+            for seed in range(seeds):
                 for workers, latency in WORKERS_AND_LATENCY:
                     gateway = _gateway(kind, limit, window, phase, penalty)
                     batch = _workers(
@@ -88,6 +115,33 @@ def main() -> None:
                 f"{f'{len(learned_by_aimd)}/{len(efficiencies)}':>14}{aimd:>12}",
                 flush=True,
             )
+
+
+def _told(seeds: int) -> None:
+    print(f"{'gateway (whole-second resets)':31}{'mean':>7}{'min':>6}{'429':>7}"
+          f"{'shorter':>9}{'bucket':>8}")  # fmt: skip
+    for kind, limit, window, phase, burst in TOLD_SHAPES:
+        efficiencies, refused, shorter, bucket = [], [], 0, 0
+        trades = max(60, round(30 * limit / window))
+        ideal = trades * window / limit
+        for seed in range(seeds):
+            for workers, latency in WORKERS_AND_LATENCY:
+                gateway = make_limiter(kind, limit, window, burst, phase)
+                batch = _workers(
+                    gateway, workers=workers, trades=trades, latency=latency, seed=seed, told=True
+                )
+                efficiencies.append(ideal / batch.sends[-1][0])
+                refused.append(sum(not ok for _, ok in batch.sends) / len(batch.sends))
+                kinds = {event.fields.get("kind") for _, event in batch.events}
+                shorter += "shorter" in kinds
+                bucket += "bucket" in kinds
+        runs = len(efficiencies)
+        name = f"{kind} {limit}/{window:g}" + (f" burst {burst}" if burst else "")
+        print(
+            f"{name:31}{statistics.mean(efficiencies):7.3f}{min(efficiencies):6.2f}"
+            f"{statistics.mean(refused):7.1%}{f'{shorter}/{runs}':>9}{f'{bucket}/{runs}':>8}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
