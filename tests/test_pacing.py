@@ -1779,19 +1779,27 @@ def test_a_half_second_scout_refused_ends_them_and_the_window_read_stands() -> N
     st.sampled_from(["fixed", "sliding", "token"]),
     st.integers(3, 12),
     st.sampled_from([0.25, 0.4, 0.5, 1.0, 2.0]),
+    st.floats(0.01, 1.0),
     st.floats(0.001, 0.05),
     st.integers(1, 8),
     st.integers(0, 2**16),
 )
 @settings(max_examples=60, deadline=None)
 def test_a_window_bounded_by_half_second_scouts_is_never_shorter_than_the_gateways(
-    kind: LimiterKind, limit: int, window: float, latency: float, workers: int, seed: int
+    kind: LimiterKind,
+    limit: int,
+    window: float,
+    phase: float,
+    latency: float,
+    workers: int,
+    seed: int,
 ) -> None:
-    """Whatever the gateway behind whole-second resets, a window the half-second scouts
-    bound is no shorter than its window (a bucket's: its burst over the time it takes to
-    refill it), so the log keeps within what it allows; every trade goes through."""
+    """Whatever the gateway behind whole-second resets (a fixed window turning anywhere in
+    it), a window the half-second scouts bound is no shorter than its window (a bucket's:
+    its burst over the time it takes to refill it), so the log keeps within what it
+    allows; every trade goes through."""
     burst = max(2, limit // 2) if kind == "token" else None
-    gateway = make_limiter(kind, limit, window, burst, 0.3 if kind == "fixed" else None)
+    gateway = make_limiter(kind, limit, window, burst, phase if kind == "fixed" else None)
     trades = max(60, round(15 * limit / window))
     batch = _workers(gateway, workers=workers, trades=trades, latency=latency, seed=seed,
                      told=True, start=1000.0)  # fmt: skip
