@@ -1729,7 +1729,7 @@ def test_half_second_scouts_through_with_the_whole_quota_bound_the_window() -> N
     pause = spend(now, 4)
     passes: list[tuple[float, float]] = []
     events: list[PacingEvent | None] = []
-    for _ in range(5):
+    for late in (0.0, 0.0, 0.0, 0.2, 0.0):
         assert pause == pytest.approx(HALF_SCOUT_SHARE - 0.005)
         scout = now + 0.005 + pause
         assert pacer.reserve(scout) == scout
@@ -1737,9 +1737,12 @@ def test_half_second_scouts_through_with_the_whole_quota_bound_the_window() -> N
         assert held is None or held > scout + 0.1  # the rest wait for its answer
         if held is not None:
             pacer.cancel(held)
-        events.append(pacer.on_quota(scout + 0.005, Quota(4, 3, 1.0), sent_at=scout)[0])
-        passes.append((now, scout))
-        now = scout + 0.01
+        # A slow request may reach the gateway after a turn it was sent before: only its
+        # answer is surely after the turn.
+        answered = scout + 0.005 + late
+        events.append(pacer.on_quota(answered, Quota(4, 3, 1.0), sent_at=scout)[0])
+        passes.append((now, answered))
+        now = answered + 0.005
         pause = spend(now, 3)  # what it reported back, at once
     assert events[:2] == [None, None]  # two turns a second apart bound nothing
     bound = min((passes[k][1] - passes[j][0]) / (k - j) for k in range(5) for j in range(k))
@@ -1775,6 +1778,58 @@ def test_a_half_second_scout_refused_ends_them_and_the_window_read_stands() -> N
     assert pacer.window == 1.0
 
 
+def _half_scout_passing(limit: int) -> tuple[Pacer, float, float | None]:
+    """A pacer on a lumpy one-second log whose refill scout was refused and whose first
+    half-second scout got the whole quota back, spent again: (pacer, now, the pause
+    before the next half-second scout)."""
+    pacer, now = _lumpy_log(limit), 3.0
+    pause = _spend_a_lump(pacer, now, limit)
+    scout = now + 0.005 + (pause or 0.0)
+    assert pacer.reserve(scout) == scout
+    pacer.on_quota(scout + 0.005, Quota(limit, 0, 1.0), sent_at=scout, throttled=True)
+    pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
+    now = scout + 1.2
+    pause = _spend_a_lump(pacer, now, limit)
+    assert pause == pytest.approx(HALF_SCOUT_SHARE - 0.005)
+    scout = now + 0.005 + pause
+    assert pacer.reserve(scout) == scout
+    pacer.on_quota(scout + 0.005, Quota(limit, limit - 1, 1.0), sent_at=scout)
+    now = scout + 0.01
+    assert [pacer.reserve(now) for _ in range(limit - 1)] == [now] * (limit - 1)
+    pause = None
+    for left in range(limit - 2, -1, -1):
+        _, pause = pacer.on_quota(now + 0.005, Quota(limit, left, 1.0), sent_at=now)
+    return pacer, now, pause
+
+
+def test_a_half_second_scout_through_with_part_of_the_quota_ends_them() -> None:
+    """A half-second scout through with less than the whole quota back found a bucket's
+    refill, not a window's turn: no half-second scout goes again (a refill scout may)."""
+    pacer, now, pause = _half_scout_passing(4)
+    assert pause == pytest.approx(HALF_SCOUT_SHARE - 0.005)
+    scout = now + 0.005 + pause
+    assert pacer.reserve(scout) == scout
+    pacer.on_quota(scout + 0.005, Quota(4, 1, 1.0), sent_at=scout)
+    pauses = []
+    for lump in range(20):
+        pauses.append(_spend_a_lump(pacer, scout + 1.2 * (lump + 1), 4))
+    assert all(p is None or p != pytest.approx(HALF_SCOUT_SHARE - 0.005) for p in pauses)
+
+
+def test_a_half_second_scout_lost_leaves_scouting_to_go_on() -> None:
+    """A half-second scout whose answer never tells (timed out, or a 5xx without quota
+    headers) no longer holds up every scout after it: once a request sent from the log's
+    next slot on reports, the next spent quota scouts again."""
+    pacer, now, pause = _half_scout_passing(4)
+    scout = now + 0.005 + (pause or 0.0)
+    assert pacer.reserve(scout) == scout  # sent; its answer is lost
+    later = scout + 1.2
+    assert [pacer.reserve(later) for _ in range(4)] == [later] * 4
+    for left in range(3, -1, -1):
+        _, pause = pacer.on_quota(later + 0.005, Quota(4, left, 1.0), sent_at=later)
+    assert pause == pytest.approx(HALF_SCOUT_SHARE - 0.005)
+
+
 @given(
     st.sampled_from(["fixed", "sliding", "token"]),
     st.integers(3, 12),
@@ -1807,6 +1862,9 @@ def test_a_window_bounded_by_half_second_scouts_is_never_shorter_than_the_gatewa
     shorter = [e.fields for _, e in batch.events if e.fields.get("kind") == "shorter"]
     least = window if burst is None else burst * window / limit
     assert all(float(str(fields["window_s"])) >= least for fields in shorter)
+    assert batch.pacer is not None
+    if shorter:  # the window kept to at the end, bounded since, as the events were
+        assert (batch.pacer.window or 0.0) >= least
     if window >= 1.0 and kind != "token":
         assert not shorter
 
@@ -2846,6 +2904,7 @@ class _Batch:
 
     sends: list[tuple[float, bool]]
     events: list[tuple[float, PacingEvent]]
+    pacer: Pacer | None = None
 
     def learned_at(self) -> float:
         """When the first rate (a window's or AIMD's) was learned."""
@@ -2878,7 +2937,7 @@ def _workers(
     reset rounded up to a second, and a 429 a Retry-After (as much, at least a second),
     which pauses every worker, all coming back at its end."""
     rng, policy, pacer = random.Random(seed), RetryPolicy(), Pacer()
-    batch = _Batch([], [])
+    batch = _Batch([], [], pacer)
     started = min(workers, trades)
     paused_until, resume_due, untaken = -math.inf, False, trades - started
     order = itertools.count()

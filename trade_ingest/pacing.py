@@ -316,7 +316,7 @@ REFILL_SCOUT_WAIT = 8.0
 # counted it alone), a window turned (a sliding one forgot the lot, a bucket refilled its
 # burst) since that send: the quota the answer reports is spent at once, and the next
 # half-second scout follows it. Each pass ``i`` puts a turn between the send before it,
-# ``b_i``, and it, ``c_i``; turns are a window apart at least, so the window is no longer
+# ``b_i``, and its answer, ``c_i``; turns are a window apart at least, so the window is no longer
 # than ``(c_k - b_j) / (k - j)`` for any passes j < k in a row (a sliding window gave its
 # quota back within each ``c_i - b_i``, a bucket refilled as fast). Below a second by
 # CHAIN_MARGIN, the least of those bounds is the window the log keeps to, though the
@@ -324,9 +324,13 @@ REFILL_SCOUT_WAIT = 8.0
 # go on while they pass. A half-second scout refused (one 429, half a second: its
 # Retry-After ends half a second after the log's next slot), or through with less than
 # the whole quota back (a bucket's refill, counted as a refill scout's pass), ends them
-# for the run; the refill scouts go on. Not for epoch resets, whose turns named on the
-# second read a longer window as a second as well. A scout goes only SCOUT_LEAD or more
-# before the log's next slot: sooner than that it tells nothing the log's slot would not.
+# for the run; the refill scouts go on, unless a window was bound (the quota is then known
+# to come back within it, and the log's next slot is never most of a second off). Each
+# pass's ``c_i`` is its answer, not its send: the turn came before the scout reached the
+# gateway, which a slow request may do well after it was sent. Not for epoch resets,
+# whose turns named on the second read a longer window as a second as well. A scout goes
+# only SCOUT_LEAD or more before the log's next slot: sooner than that it tells nothing the
+# log's slot would not.
 HALF_SCOUT_SHARE = 0.5 * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 CHAIN_MARGIN = 0.1
 CHAIN_KEPT = 16
@@ -1068,7 +1072,7 @@ class Pacer:
         back = (quota.remaining or 0) + 1 - self._remaining_at_scout
         if self._scout_share == HALF_SCOUT_SHARE:
             if self.limit is not None and (quota.remaining or 0) + 1 >= self.limit:
-                self._half_scout_through(before, sent_at)
+                self._half_scout_through(before, now)
                 return False
             self._end_half_scouts()  # a bucket's refill: a refill scout's pass
         self._refill_rate = max(self._refill_rate, back / max(sent_at - before, 1e-3))
@@ -1089,12 +1093,14 @@ class Pacer:
         self._refill_next = now + self._refill_wait
         self._refill_wait *= 2.0
 
-    def _half_scout_through(self, before: float, sent_at: float) -> None:
-        """A half-second scout sent at ``sent_at`` (the send before it at ``before``) found
-        the whole quota back: the window it bounds with the passes before it in a row, if
-        below a second, is kept to (see HALF_SCOUT_SHARE)."""
+    def _half_scout_through(self, before: float, answered: float) -> None:
+        """A half-second scout answered at ``answered`` (the send before it at ``before``)
+        found the whole quota back: the window it bounds with the passes before it in a row,
+        if below a second, is kept to (see HALF_SCOUT_SHARE). The turn came before the
+        scout reached the gateway, which may be well after it was sent (a slow request):
+        only its answer is surely later."""
         passes = self._half_passes
-        passes.append((before, sent_at))
+        passes.append((before, answered))
         bound = (
             min(
                 (passes[k][1] - passes[j][0]) / (k - j)
@@ -1105,8 +1111,9 @@ class Pacer:
             else math.inf
         )
         if bound < HINT_RESOLUTION * (1.0 - CHAIN_MARGIN):
-            self._window_bound = min(self._window_bound or bound, bound)
-            self.window = min(self.window or bound, self._window_bound)
+            if self._window_bound is None or bound < self._window_bound:
+                self._window_bound = bound
+            self.window = bound if self.window is None else min(self.window, self._window_bound)
 
     def _end_half_scouts(self) -> None:
         """No more half-second scouts this run; a window they bounded stays kept to."""
@@ -1287,6 +1294,11 @@ class Pacer:
             # Of requests sent together, the one the gateway counted last reports least.
             lowest = min(self._fresh_remaining, quota.remaining)
             self._fresh_remaining = lowest if tied else quota.remaining
+        scout = self._refill_scout
+        if scout is not None and fresh and sent >= scout[2]:
+            # Sent at or after the log's next slot, it told nothing (or its answer was
+            # lost, or came without quota headers): scouting goes on without it.
+            self._refill_scout = None
         if self._scouted(sent) and throttled:
             self._refill_scout_refused(now)
         elif self._scouted(sent) and self._refill_scout_through(now, sent, quota):
