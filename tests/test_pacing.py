@@ -1521,15 +1521,42 @@ def test_a_small_bucket_told_by_whole_second_resets_is_drawn_on_at_its_pace(
     assert len(batch.sends) - 200 <= 5
 
 
-def _spend_a_lump(pacer: Pacer, now: float, limit: int) -> float | None:
-    """Send ``limit`` at ``now`` (the log allowing) and answer them 5 ms later, the last
-    reporting the quota spent with a reset of "1"; the pause that answer brings."""
-    sent = [pacer.reserve(now) for _ in range(limit)]
-    assert sent == [now] * limit
+def _spend_a_lump(pacer: Pacer, now: float, limit: int, count: int = 0) -> float | None:
+    """Send ``count`` (``limit`` unless given: what is left of the quota) at ``now`` (the log
+    allowing) and answer them 5 ms later, the last reporting the quota spent with a reset
+    of "1"; the pause that answer brings."""
+    count = count or limit
+    sent = [pacer.reserve(now) for _ in range(count)]
+    assert sent == [now] * count
     pause = None
-    for left in range(limit - 1, -1, -1):
+    for left in range(count - 1, -1, -1):
         _, pause = pacer.on_quota(now + 0.005, Quota(limit, left, 1.0), sent_at=now)
     return pause
+
+
+def _refuse_scout(pacer: Pacer, scout: float, limit: int) -> None:
+    """The scout sent at ``scout`` answered 5 ms later with a 429 (and a Retry-After of 1)."""
+    pacer.on_quota(scout + 0.005, Quota(limit, 0, 1.0), sent_at=scout, throttled=True)
+    pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
+
+
+def _refused_scouts(limit: int, until: float) -> tuple[Pacer, list[tuple[float, float]]]:
+    """A lumpy one-second log of ``limit`` whose quota is spent every 1.2 s until ``until``,
+    each scout refused (its Retry-After waited out first): the pacer, and each scout's
+    send time and the pause before it."""
+    pacer, now = _lumpy_log(limit), 3.0
+    scouts: list[tuple[float, float]] = []
+    while now < until:
+        pause = _spend_a_lump(pacer, now, limit)
+        assert pause is not None
+        if pause < 1.0:
+            scout = now + 0.005 + pause
+            assert pacer.reserve(scout) == scout
+            scouts.append((scout, pause + 0.005))
+            _refuse_scout(pacer, scout, limit)
+            now = scout + 1.0
+        now += 1.2
+    return pacer, scouts
 
 
 def _lumpy_log(limit: int) -> Pacer:
@@ -1596,19 +1623,7 @@ def test_a_refused_refill_scout_waits_eight_seconds_then_twice_as_long() -> None
     out), and so is the half-second scout at the next spent quota: the spent quotas after
     it wait the whole reset until the next refill scout, 8 s later, and 16 s after that
     one is refused too. No half-second scout goes again."""
-    pacer, now = _lumpy_log(5), 3.0
-    scouts: list[tuple[float, float]] = []
-    while now < 40.0:
-        pause = _spend_a_lump(pacer, now, 5)
-        assert pause is not None
-        if pause < 1.0:
-            scout = now + 0.005 + pause
-            assert pacer.reserve(scout) == scout
-            scouts.append((scout, pause + 0.005))
-            pacer.on_quota(scout + 0.005, Quota(5, 0, 1.0), sent_at=scout, throttled=True)
-            pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
-            now = scout + 1.0
-        now += 1.2
+    pacer, scouts = _refused_scouts(5, until=40.0)
     share, half = REFILL_SCOUT_SHARE, HALF_SCOUT_SHARE
     assert [pause for _, pause in scouts] == pytest.approx([share, half, share, share])
     at = [sent for sent, _ in scouts]
@@ -1716,17 +1731,9 @@ def test_half_second_scouts_through_with_the_whole_quota_bound_the_window() -> N
     assert pause == pytest.approx(REFILL_SCOUT_SHARE - 0.005)
     scout = now + 0.005 + pause
     assert pacer.reserve(scout) == scout
-    pacer.on_quota(scout + 0.005, Quota(4, 0, 1.0), sent_at=scout, throttled=True)
-    pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
-
-    def spend(at: float, count: int) -> float | None:
-        assert [pacer.reserve(at) for _ in range(count)] == [at] * count
-        for left in range(count - 1, -1, -1):
-            _, paused = pacer.on_quota(at + 0.005, Quota(4, left, 1.0), sent_at=at)
-        return paused
-
+    _refuse_scout(pacer, scout, 4)
     now = scout + 1.2
-    pause = spend(now, 4)
+    pause = _spend_a_lump(pacer, now, 4)
     passes: list[tuple[float, float]] = []
     events: list[PacingEvent | None] = []
     for late in (0.0, 0.0, 0.0, 0.2, 0.0):
@@ -1743,7 +1750,7 @@ def test_half_second_scouts_through_with_the_whole_quota_bound_the_window() -> N
         events.append(pacer.on_quota(answered, Quota(4, 3, 1.0), sent_at=scout)[0])
         passes.append((now, answered))
         now = answered + 0.005
-        pause = spend(now, 3)  # what it reported back, at once
+        pause = _spend_a_lump(pacer, now, 4, count=3)  # what it reported back, at once
     assert events[:2] == [None, None]  # two turns a second apart bound nothing
     bound = min((passes[k][1] - passes[j][0]) / (k - j) for k in range(5) for j in range(k))
     assert 0.5 < bound < 0.75
@@ -1760,19 +1767,8 @@ def test_half_second_scouts_through_with_the_whole_quota_bound_the_window() -> N
 def test_a_half_second_scout_refused_ends_them_and_the_window_read_stands() -> None:
     """On a window of a second the half-second scout is refused too (one 429): none goes
     again, and the log keeps to the second the resets read."""
-    pacer, now = _lumpy_log(4), 3.0
-    shares = []
-    while now < 30.0:
-        pause = _spend_a_lump(pacer, now, 4)
-        assert pause is not None
-        if pause < 1.0:
-            scout = now + 0.005 + pause
-            assert pacer.reserve(scout) == scout
-            shares.append(pause + 0.005)
-            pacer.on_quota(scout + 0.005, Quota(4, 0, 1.0), sent_at=scout, throttled=True)
-            pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
-            now = scout + 1.0
-        now += 1.2
+    pacer, scouts = _refused_scouts(4, until=30.0)
+    shares = [pause for _, pause in scouts]
     assert shares[:2] == pytest.approx([REFILL_SCOUT_SHARE, HALF_SCOUT_SHARE])
     assert shares[2:] == pytest.approx([REFILL_SCOUT_SHARE] * (len(shares) - 2))
     assert pacer.window == 1.0
@@ -1786,8 +1782,7 @@ def _half_scout_passing(limit: int) -> tuple[Pacer, float, float | None]:
     pause = _spend_a_lump(pacer, now, limit)
     scout = now + 0.005 + (pause or 0.0)
     assert pacer.reserve(scout) == scout
-    pacer.on_quota(scout + 0.005, Quota(limit, 0, 1.0), sent_at=scout, throttled=True)
-    pacer.on_throttled(scout + 0.005, scout, 1.0, hinted=True)
+    _refuse_scout(pacer, scout, limit)
     now = scout + 1.2
     pause = _spend_a_lump(pacer, now, limit)
     assert pause == pytest.approx(HALF_SCOUT_SHARE - 0.005)
@@ -1795,11 +1790,7 @@ def _half_scout_passing(limit: int) -> tuple[Pacer, float, float | None]:
     assert pacer.reserve(scout) == scout
     pacer.on_quota(scout + 0.005, Quota(limit, limit - 1, 1.0), sent_at=scout)
     now = scout + 0.01
-    assert [pacer.reserve(now) for _ in range(limit - 1)] == [now] * (limit - 1)
-    pause = None
-    for left in range(limit - 2, -1, -1):
-        _, pause = pacer.on_quota(now + 0.005, Quota(limit, left, 1.0), sent_at=now)
-    return pacer, now, pause
+    return pacer, now, _spend_a_lump(pacer, now, limit, count=limit - 1)
 
 
 def test_a_half_second_scout_through_with_part_of_the_quota_ends_them() -> None:

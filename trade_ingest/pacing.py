@@ -1113,7 +1113,7 @@ class Pacer:
         if bound < HINT_RESOLUTION * (1.0 - CHAIN_MARGIN):
             if self._window_bound is None or bound < self._window_bound:
                 self._window_bound = bound
-            self.window = bound if self.window is None else min(self.window, self._window_bound)
+            self.window = min(self.window or math.inf, self._window_bound)
 
     def _end_half_scouts(self) -> None:
         """No more half-second scouts this run; a window they bounded stays kept to."""
