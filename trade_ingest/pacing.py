@@ -335,6 +335,19 @@ HALF_SCOUT_SHARE = 0.5 * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 CHAIN_MARGIN = 0.1
 CHAIN_KEPT = 16
 SCOUT_LEAD = 0.05
+# The log keeps to the window the resets read, but the gateway's word is the truth.
+# When the freshest report leaves quota that no request sent since (logged, or in
+# flight) has taken, while the log holds the next send back SPARE_LEAD or more, that
+# quota goes at once, one request for each, logged. The gateway forgot some of the
+# log's sends: a bucket refilled within its rounded-up reset, or a window shorter than
+# it reads turned. A bucket refilling as fast as the requests go seldom reports its
+# quota spent, which the refill scouts wait for; kept to as a window of its burst, it
+# gave an eighth of its rate. A later slot held that no longer keeps to the log is
+# asked for again (``still_holds``). A spare request refused says the reports run ahead
+# of the gateway (others share the quota, or its count lags): no more go for the run.
+# Spares whose answers are lost beyond SPARES_KEPT go unwatched.
+SPARE_LEAD = 0.05
+SPARES_KEPT = 64
 # Paced as a bucket, the pace doubles each period it does not run the quota dry, then is
 # bisected between what held and what ran dry, to within this share.
 BUCKET_PRECISION = 0.05
@@ -538,6 +551,12 @@ class Pacer:
         # The freshest report's remaining quota, and what it was when the scout went.
         self._fresh_remaining = 0
         self._remaining_at_scout = 0
+        # How many requests sent at the freshest report's send time have been answered.
+        self._fresh_answered = 0
+        # The send times of spare requests not yet answered, and whether one was refused
+        # (see SPARE_LEAD).
+        self._spares: set[float] = set()
+        self._spare_refused = False
         # Paced as a bucket: the probe factor that last kept it from running dry, and
         # the least one that did not since (None: none yet), bisected between.
         self._bucket_held = 1.0
@@ -675,6 +694,9 @@ class Pacer:
         self._penalty_ceiling = math.inf
         self._penalty_test = False
         self._penalty_read = False
+        # Whether the burst that window was learned at counted its quota (see
+        # ``_relearn_window``): the try then waits out the penalty its refusals restarted.
+        self._counted_wait = False
         self._burst_knocks = 0
         self._knock_at_ceiling = False
         self._ceiling_knock_pays = False
@@ -682,6 +704,9 @@ class Pacer:
         # gap before the last refused knock (see KNOCK_GROWTH).
         self._ceiling_wait = False
         self._refused_gap = 0.0
+        # The last refused request's send time, news or not: at a penalty box each one
+        # restarted the penalty, and the gaps that bound it run from the last of them.
+        self._last_knocked = -math.inf
         # Whether a burst paced by AIMD has waited the ceiling since its first refusal.
         self._ceiling_tried = False
 
@@ -826,7 +851,9 @@ class Pacer:
             return None  # the burst it belongs to waits for its first request
         self.cancel(held)
         slot = self.next_window_slot(now, self.limit, span, take_probe=False)
-        if scout is None and self._take_refill_scout(now, min(slot, held)):
+        if scout is None and (
+            self._take_refill_scout(now, min(slot, held)) or self._take_spare(now, min(slot, held))
+        ):
             return now
         promised = self._take_promise(now, min(slot, held), self.limit, span)
         if promised is not None:
@@ -895,7 +922,7 @@ class Pacer:
                 return None  # the burst waits for its first request's answer
             self._scout_at = None
         slot = self.next_window_slot(now, limit, span)
-        if self._take_refill_scout(now, slot):
+        if self._take_refill_scout(now, slot) or self._take_spare(now, slot):
             self._sent_in_period += 1
             return now
         if slot != self._probe_taken and self._beyond_horizon(now, slot, max(span, SLOT_HORIZON)):
@@ -1046,6 +1073,24 @@ class Pacer:
         self._refill_scout = (now, last, slot)
         self._remaining_at_scout = self._fresh_remaining
         bisect.insort(self._log, now)
+        return True
+
+    def _take_spare(self, now: float, slot: float) -> bool:
+        """Whether a request may go ``now``, ahead of the log's next ``slot``, on quota the
+        gateway's freshest report left unspent (see SPARE_LEAD). If so, it is logged."""
+        if slot - now < SPARE_LEAD or not self.headers_seen or self._evenly_paced:
+            return False
+        if self._spare_refused:
+            return False
+        log = self._log
+        # Sent since the report's request (those answered with it aside), or about to be,
+        # and in flight (some went unlogged, before the log began): not counted in it.
+        since = bisect.bisect_right(log, now) - bisect.bisect_left(log, self._freshest)
+        if self._fresh_remaining - max(since - self._fresh_answered, self.in_flight) < 1:
+            return False
+        bisect.insort(log, now)
+        if len(self._spares) < SPARES_KEPT:  # answers lost past that: none tells
+            self._spares.add(now)
         return True
 
     def _last_logged(self, now: float) -> float | None:
@@ -1294,6 +1339,11 @@ class Pacer:
             # Of requests sent together, the one the gateway counted last reports least.
             lowest = min(self._fresh_remaining, quota.remaining)
             self._fresh_remaining = lowest if tied else quota.remaining
+            answered = sent_at is not None
+            self._fresh_answered = self._fresh_answered + answered if tied else int(answered)
+        if sent in self._spares:
+            self._spares.discard(sent)
+            self._spare_refused = self._spare_refused or throttled
         scout = self._refill_scout
         if scout is not None and fresh and sent >= scout[2]:
             # Sent at or after the log's next slot, it told nothing (or its answer was
@@ -1695,6 +1745,7 @@ class Pacer:
             # Not counted, as the refusals before the window was learned were not:
             # the next scout is held back by the burst before, not by this one.
             self.cancel(scout)
+        knocked, self._last_knocked = self._last_knocked, max(self._last_knocked, sent_at)
         if not self._after_last_429(sent_at):
             return None
         self.throttle_streak += 1
@@ -1710,7 +1761,7 @@ class Pacer:
                 self._refused_empty = True
                 waited, self._ceiling_wait = self._ceiling_wait, False
                 if not self.window_learned:
-                    gap = sent_at - self._last_refused
+                    gap = sent_at - knocked
                     self._penalty_floor = max(self._penalty_floor, gap)
                     self._refused_gap = gap
                     self._burst_knocks += 1
@@ -1761,7 +1812,9 @@ class Pacer:
             pending = self.learned_rate is None and self.in_flight > 0
             measured = now + pause - previous if successes > 0 or pending else None
         if self.window_learned:
-            return self._relearn_window(now, sent_at, scout_refused=scout_refused)
+            return self._relearn_window(
+                now, sent_at, scout_refused=scout_refused, through=successes
+            )
         if measured is not None and previous is not None:
             # Requests sent before this one may still be on their way back
             # (a 429 is answered sooner than a trade): count them at the resume.
@@ -1838,6 +1891,10 @@ class Pacer:
         # The penalty box's ceiling, with the window's margins.
         ceiling = self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
         if last_429 is not None:
+            if self._counted_wait and self._penalty_test:
+                # At a penalty box each refusal (those in flight too) restarted it: the
+                # ceiling to be tried, whole, from the last.
+                return max(0.0, self._last_knocked + (self.window_span() or 0.0) - last_429)
             if self._try_refused:
                 # Read as a penalty box's, the refusal restarted the penalty: the window
                 # that held (in use again), whole.
@@ -1947,7 +2004,8 @@ class Pacer:
         if pin is not None and not self._last_hinted:
             if not waited:
                 # Waited from the burst's start, not from the refusal: no gap a knock made.
-                self._penalty_ceiling = min(self._penalty_ceiling, sent_at - pin)
+                knocked = max(pin, self._last_knocked)
+                self._penalty_ceiling = min(self._penalty_ceiling, sent_at - knocked)
             self._ceiling_knock_pays = bool(sends) and (
                 sends[-1] - sends[0] <= BURST_SHARE * self._penalty_ceiling
             )
@@ -2010,6 +2068,7 @@ class Pacer:
         self._evenly_paced = False
         self._near_limit_try = None
         self._held_opened = self._penalty_test = self._penalty_read = False
+        self._counted_wait = False
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
@@ -2018,18 +2077,35 @@ class Pacer:
         self._learned_quiet_since = self._learned_at = now
 
     def _relearn_window(
-        self, now: float, sent_at: float, *, scout_refused: bool
+        self, now: float, sent_at: float, *, scout_refused: bool, through: int = 0
     ) -> PacingEvent | None:
         """A 429 while the learned window paced the batch: the last probe went too far;
         or a burst was refused at its first request (``scout_refused``: the window
         has not turned yet): back to the ceiling when a shorter window was kept to,
         else its turn is sought (``_found_turn``); or a burst was not taken again
         (a fixed window turned inside it): its rate is kept, at an even pace; or
-        even pacing was too fast: LEARNED_CUT slower."""
+        even pacing was too fast: LEARNED_CUT slower. The burst learned on, refused after
+        ``through`` (fewer than the quota the burst before counted), on a penalty box's
+        ceiling still to be tried: the quota is ``through``."""
         assert self.limit is not None  # noqa: S101
         assert self.window is not None  # noqa: S101
         self._learned_quiet_since = now
         ceiling = self._window_ceiling
+        knocked_to_ceiling = self._penalty_ceiling <= KNOCK_GROWTH * self._penalty_floor
+        if (
+            self._penalty_test
+            and knocked_to_ceiling
+            and not scout_refused
+            and self.limit / 2 < through < self.limit
+        ):
+            # The burst the window was learned at, refused before the quota the burst
+            # before counted: a fixed window turned inside that one, which took some of
+            # two windows' quota (less than twice one). This one's is the quota, and the
+            # penalty box's ceiling is still to be tried: when knocks found it (the gap
+            # through at most KNOCK_GROWTH times one refused), not a pause that may have
+            # ended anywhere after the quota came back.
+            self.limit, self._counted_wait = through, True
+            return self._window_event("quota_counted")
         if self._seek_from is None and scout_refused and self.limit > 1:
             tested, self._penalty_test = self._penalty_test, False
             opened, floor = self._burst_opened, self._window_floor

@@ -3,6 +3,7 @@ and against gateways told by quota headers whose resets are rounded up to the se
 
     python -m tests.bench.bench_fakeclock              # 8 seeds (a few seconds)
     python -m tests.bench.bench_fakeclock --seeds 2
+    python -m tests.bench.bench_fakeclock --seeds 3 --trades 2000   # long batches, no hint
 
 Each batch is ``_workers`` from ``tests/test_pacing.py`` (workers sharing one pacer and
 one pause, as the fetcher drives them, on a simulated clock), for each seed at four
@@ -83,26 +84,29 @@ def _gateway(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument(
+        "--trades", type=int, default=0, help="each no-hint batch (default 200, 100 at 10 s)"
+    )
     args = parser.parse_args()
-    _unhinted(args.seeds)
+    _unhinted(args.seeds, args.trades)
     print()
     _told(args.seeds)
 
 
-def _unhinted(seeds: int) -> None:
+def _unhinted(seeds: int, trades: int = 0) -> None:
     print(
         f"{'gateway (no hint)':20}{'penalty':>8}{'mean':>7}{'min':>6}{'AIMD batches':>14}{'their mean':>12}"
     )
     for kind, limit, window, phase in SHAPES:
         for penalty in (True, False):
             efficiencies, learned_by_aimd = [], []
-            trades = 200 if window < 5.0 else 100
-            ideal = trades * window / limit
+            batch_trades = trades or (200 if window < 5.0 else 100)
+            ideal = batch_trades * window / limit
             for seed in range(seeds):
                 for workers, latency in WORKERS_AND_LATENCY:
                     gateway = _gateway(kind, limit, window, phase, penalty)
                     batch = _workers(
-                        gateway, workers=workers, trades=trades, latency=latency, seed=seed
+                        gateway, workers=workers, trades=batch_trades, latency=latency, seed=seed
                     )
                     efficiency = ideal / batch.sends[-1][0]
                     efficiencies.append(efficiency)
