@@ -1728,13 +1728,15 @@ def test_quota_the_gateway_reports_left_goes_though_the_log_has_spent_it(
 
 def test_a_spare_request_refused_ends_them_for_the_run() -> None:
     """The gateway's report ran ahead of its count (others share the quota, or it lags):
-    the spare request it let go is refused, and no report sends another."""
+    the spare request it let go (sent a moment after its slot, as a worker sends one due
+    at once) is refused, and no report sends another."""
     pacer, now = _lumpy_log(5), 3.0
     _five_sent_one_left(pacer, now)
     spare = now + 0.006
     assert pacer.reserve(spare) == spare
-    pacer.on_quota(spare + 0.005, Quota(5, 0, 1.0), sent_at=spare, throttled=True)
-    pacer.on_throttled(spare + 0.005, spare, 1.0, hinted=True)
+    sent = spare + 0.0003
+    pacer.on_quota(sent + 0.005, Quota(5, 0, 1.0), sent_at=sent, throttled=True)
+    pacer.on_throttled(sent + 0.005, sent, 1.0, hinted=True)
     now += 2.5
     _five_sent_one_left(pacer, now)
     assert _kept_to_the_log(pacer.reserve(now + 0.006), now)

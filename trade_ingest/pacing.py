@@ -555,7 +555,7 @@ class Pacer:
         self._fresh_answered = 0
         # The send times of spare requests not yet answered, and whether one was refused
         # (see SPARE_LEAD).
-        self._spares: set[float] = set()
+        self._spares: list[float] = []
         self._spare_refused = False
         # Paced as a bucket: the probe factor that last kept it from running dry, and
         # the least one that did not since (None: none yet), bisected between.
@@ -1078,9 +1078,12 @@ class Pacer:
     def _take_spare(self, now: float, slot: float) -> bool:
         """Whether a request may go ``now``, ahead of the log's next ``slot``, on quota the
         gateway's freshest report left unspent (see SPARE_LEAD). If so, it is logged."""
-        if slot - now < SPARE_LEAD or not self.headers_seen or self._evenly_paced:
-            return False
-        if self._spare_refused:
+        if (
+            slot - now < SPARE_LEAD
+            or not self.headers_seen
+            or self._evenly_paced
+            or self._spare_refused
+        ):
             return False
         log = self._log
         # Sent since the report's request (those answered with it aside), or about to be,
@@ -1090,8 +1093,18 @@ class Pacer:
             return False
         bisect.insort(log, now)
         if len(self._spares) < SPARES_KEPT:  # answers lost past that: none tells
-            self._spares.add(now)
+            bisect.insort(self._spares, now)
         return True
+
+    def _spare_answered(self, sent_at: float, throttled: bool) -> None:
+        """A request sent at ``sent_at`` answered: if it was a spare one (sent just after its
+        slot, as a worker sends a slot due at once), it is no longer watched, and refused,
+        no more go (see SPARE_LEAD)."""
+        spares = self._spares
+        at = bisect.bisect_right(spares, sent_at) - 1
+        if at >= 0 and sent_at - spares[at] < SPARE_LEAD:
+            del spares[at]
+            self._spare_refused = self._spare_refused or throttled
 
     def _last_logged(self, now: float) -> float | None:
         """The latest send logged by ``now`` (None: none)."""
@@ -1341,9 +1354,7 @@ class Pacer:
             self._fresh_remaining = lowest if tied else quota.remaining
             answered = sent_at is not None
             self._fresh_answered = self._fresh_answered + answered if tied else int(answered)
-        if sent in self._spares:
-            self._spares.discard(sent)
-            self._spare_refused = self._spare_refused or throttled
+        self._spare_answered(sent, throttled)
         scout = self._refill_scout
         if scout is not None and fresh and sent >= scout[2]:
             # Sent at or after the log's next slot, it told nothing (or its answer was
