@@ -1697,79 +1697,6 @@ def test_a_bucket_refilling_far_faster_than_its_whole_second_resets_is_drawn_on(
     assert "bucket" in kinds
 
 
-def _five_sent_one_left(pacer: Pacer, now: float) -> None:
-    """Five sent at ``now`` on a log of 5 a second, answered 5 ms later, the last leaving one
-    (a bucket refilled, or a shorter window turned)."""
-    assert [pacer.reserve(now) for _ in range(5)] == [now] * 5
-    for left in (4, 3, 2, 1, 1):
-        pacer.on_quota(now + 0.005, Quota(5, left, 1.0), sent_at=now)
-
-
-def _kept_to_the_log(slot: float | None, now: float) -> bool:
-    return slot is None or slot >= now + 1.0
-
-
-@pytest.mark.parametrize(("in_flight", "spare"), [(0, True), (1, False)])
-def test_quota_the_gateway_reports_left_goes_though_the_log_has_spent_it(
-    in_flight: int, spare: bool
-) -> None:
-    """Five sent at once on a one-second window the log keeps to, the last answer leaving
-    one: the gateway's word beats the log, and one request goes at once, logged; the next
-    keeps to the log. Not while a request sent since is in flight, which the report did
-    not count."""
-    pacer, now = _lumpy_log(5), 3.0
-    _five_sent_one_left(pacer, now)
-    pacer.in_flight = in_flight
-    first = pacer.reserve(now + 0.006)
-    assert (first == now + 0.006) is spare
-    if spare:
-        assert _kept_to_the_log(pacer.reserve(now + 0.006), now)
-
-
-def test_a_spare_request_refused_ends_them_for_the_run() -> None:
-    """The gateway's report ran ahead of its count (others share the quota, or it lags):
-    the spare request it let go (sent a moment after its slot, as a worker sends one due
-    at once) is refused, and no report sends another."""
-    pacer, now = _lumpy_log(5), 3.0
-    _five_sent_one_left(pacer, now)
-    spare = now + 0.006
-    assert pacer.reserve(spare) == spare
-    sent = spare + 0.0003
-    pacer.on_quota(sent + 0.005, Quota(5, 0, 1.0), sent_at=sent, throttled=True)
-    pacer.on_throttled(sent + 0.005, sent, 1.0, hinted=True)
-    now += 2.5
-    _five_sent_one_left(pacer, now)
-    assert _kept_to_the_log(pacer.reserve(now + 0.006), now)
-
-
-def test_a_report_before_any_send_leaves_no_spare_for_slots_handed_out_with_it() -> None:
-    """Two left, both handed out at the instant of the report (not counted in it): the
-    third keeps to the log."""
-    pacer = Pacer()
-    pacer.on_quota(0.0, Quota(limit=2, remaining=2, reset=10.0, window=10.0))
-    assert [pacer.reserve(0.0) for _ in range(2)] == [0.0, 0.0]
-    third = pacer.reserve(0.0)
-    assert third is None or third >= 10.0
-
-
-@pytest.mark.parametrize("seed", [0, 7])
-def test_a_bucket_that_refills_as_fast_as_it_is_drawn_on_is_found_without_a_spent_quota(
-    seed: int,
-) -> None:
-    """A bucket of 5 refilling 40 times a second, drawn on by eight workers 10 ms away,
-    reports one left after each lump of five: it never reads spent, so no refill scout
-    goes, and kept to as 5 a second it gave 0.12 of its rate. Each report's spare request
-    goes at once, more get through than such a window allows, and it is paced as a
-    bucket: at least 0.75 of its rate, without a 429."""
-    gateway = make_limiter("token", 40, 1.0, 5)
-    batch = _workers(gateway, workers=8, trades=300, latency=0.01, seed=seed, told=True)
-    through = [t for t, ok in batch.sends if ok]
-    assert len(through) == len(batch.sends) == 300
-    assert 300 / 40 / through[-1] >= 0.75
-    kinds = [e.fields.get("kind") for _, e in batch.events if e.name == "pacing.window_learned"]
-    assert "bucket" in kinds
-
-
 @given(
     st.sampled_from(["fixed", "sliding"]),
     st.integers(3, 40),
@@ -2753,8 +2680,8 @@ def test_a_refusal_in_flight_restarts_the_penalty_and_the_gaps_run_from_it() -> 
 
 def _learned_on_a_straddled_burst(knocks: list[float]) -> tuple[Pacer, PacingEvent]:
     """Knocked bursts (``_knocked_lump``) of 20 from 0 s and 26 from 3 s, learned on at 6 s
-    (26 per the ceiling the knocks found, tried), and that burst refused after 20 through;
-    the event the refusal brought."""
+    (26 per the ceiling the knocks found, tried), and that burst refused after 19 through,
+    one more still in flight; the event the refusal brought."""
     pacer = Pacer()
     pacer.on_response()
     for start, count in ((0.0, 20), (3.0, 26)):
@@ -2766,7 +2693,7 @@ def _learned_on_a_straddled_burst(knocks: list[float]) -> tuple[Pacer, PacingEve
     assert (learned.fields["limit"], learned.fields["window_s"]) == (26, pytest.approx(ceiling))
     rest = slots(pacer, 6.005, 19)
     assert rest == [6.005] * 19
-    for sent in rest:
+    for sent in rest[:-1]:
         pacer.on_success(sent + 0.005, sent_at=sent)
     counted = pacer.on_throttled(6.015, sent_at=6.01, pause=0.5)
     assert counted is not None
@@ -2776,12 +2703,17 @@ def _learned_on_a_straddled_burst(knocks: list[float]) -> tuple[Pacer, PacingEve
 def test_a_burst_learned_on_refused_short_of_the_quota_counted_keeps_to_what_it_got() -> None:
     """Knocked bursts of 20, then 26 (a fixed window turned inside it), each through 0.8 s
     after a refused gap of 0.6 s: 26 per 0.8 s is tried at the next start. That burst is
-    refused after 20: the quota is 20 (before, the refusal read as the try failing, and
-    the batch kept to 26 per 3 s, start to start). The penalty box's ceiling is still
-    tried, whole, from the last refusal, one in flight too: each restarted the penalty."""
+    refused after 19 through and one in flight, through later: the quota is 20 (before,
+    the refusal read as the try failing, and the batch kept to 26 per 3 s, start to
+    start). The penalty box's ceiling is still tried, whole, from the last refusal, one
+    in flight too: each restarted the penalty."""
     pacer, counted = _learned_on_a_straddled_burst([0.5, 1.0, 1.6, 2.2])
     assert counted.fields["reason"] == "quota_counted"
-    assert (counted.fields["limit"], counted.fields["window_s"]) == (20, pytest.approx(0.8))
+    assert (counted.fields["limit"], counted.fields["window_s"]) == (19, pytest.approx(0.8))
+    late = pacer.on_success(6.016, sent_at=6.005)
+    assert late is not None and late.fields["reason"] == "quota_counted"
+    assert (late.fields["limit"], late.fields["window_s"]) == (20, pytest.approx(0.8))
+    assert pacer.on_success(6.017, sent_at=6.013) is None  # sent after the refused one
     span = 0.8 * (1 + WINDOW_SLACK) + WINDOW_GUARD
     assert pacer.throttle_pause(0.5) == pytest.approx(6.01 + span - 6.015)
     assert pacer.on_throttled(6.02, sent_at=6.012, pause=0.5) is None  # in flight

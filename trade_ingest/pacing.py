@@ -335,19 +335,6 @@ HALF_SCOUT_SHARE = 0.5 * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
 CHAIN_MARGIN = 0.1
 CHAIN_KEPT = 16
 SCOUT_LEAD = 0.05
-# The log keeps to the window the resets read, but the gateway's word is the truth.
-# When the freshest report leaves quota that no request sent since (logged, or in
-# flight) has taken, while the log holds the next send back SPARE_LEAD or more, that
-# quota goes at once, one request for each, logged. The gateway forgot some of the
-# log's sends: a bucket refilled within its rounded-up reset, or a window shorter than
-# it reads turned. A bucket refilling as fast as the requests go seldom reports its
-# quota spent, which the refill scouts wait for; kept to as a window of its burst, it
-# gave an eighth of its rate. A later slot held that no longer keeps to the log is
-# asked for again (``still_holds``). A spare request refused says the reports run ahead
-# of the gateway (others share the quota, or its count lags): no more go for the run.
-# Spares whose answers are lost beyond SPARES_KEPT go unwatched.
-SPARE_LEAD = 0.05
-SPARES_KEPT = 64
 # Paced as a bucket, the pace doubles each period it does not run the quota dry, then is
 # bisected between what held and what ran dry, to within this share.
 BUCKET_PRECISION = 0.05
@@ -551,12 +538,6 @@ class Pacer:
         # The freshest report's remaining quota, and what it was when the scout went.
         self._fresh_remaining = 0
         self._remaining_at_scout = 0
-        # How many requests sent at the freshest report's send time have been answered.
-        self._fresh_answered = 0
-        # The send times of spare requests not yet answered, and whether one was refused
-        # (see SPARE_LEAD).
-        self._spares: list[float] = []
-        self._spare_refused = False
         # Paced as a bucket: the probe factor that last kept it from running dry, and
         # the least one that did not since (None: none yet), bisected between.
         self._bucket_held = 1.0
@@ -696,7 +677,10 @@ class Pacer:
         self._penalty_read = False
         # Whether the burst that window was learned at counted its quota (see
         # ``_relearn_window``): the try then waits out the penalty its refusals restarted.
+        # Successes sent in it before the refusal, answered after (from its opening to the
+        # refused send, and the limit before), count in that quota too.
         self._counted_wait = False
+        self._counted_late: tuple[float, float, int] | None = None
         self._burst_knocks = 0
         self._knock_at_ceiling = False
         self._ceiling_knock_pays = False
@@ -851,9 +835,7 @@ class Pacer:
             return None  # the burst it belongs to waits for its first request
         self.cancel(held)
         slot = self.next_window_slot(now, self.limit, span, take_probe=False)
-        if scout is None and (
-            self._take_refill_scout(now, min(slot, held)) or self._take_spare(now, min(slot, held))
-        ):
+        if scout is None and self._take_refill_scout(now, min(slot, held)):
             return now
         promised = self._take_promise(now, min(slot, held), self.limit, span)
         if promised is not None:
@@ -922,7 +904,7 @@ class Pacer:
                 return None  # the burst waits for its first request's answer
             self._scout_at = None
         slot = self.next_window_slot(now, limit, span)
-        if self._take_refill_scout(now, slot) or self._take_spare(now, slot):
+        if self._take_refill_scout(now, slot):
             self._sent_in_period += 1
             return now
         if slot != self._probe_taken and self._beyond_horizon(now, slot, max(span, SLOT_HORIZON)):
@@ -1074,37 +1056,6 @@ class Pacer:
         self._remaining_at_scout = self._fresh_remaining
         bisect.insort(self._log, now)
         return True
-
-    def _take_spare(self, now: float, slot: float) -> bool:
-        """Whether a request may go ``now``, ahead of the log's next ``slot``, on quota the
-        gateway's freshest report left unspent (see SPARE_LEAD). If so, it is logged."""
-        if (
-            slot - now < SPARE_LEAD
-            or not self.headers_seen
-            or self._evenly_paced
-            or self._spare_refused
-        ):
-            return False
-        log = self._log
-        # Sent since the report's request (those answered with it aside), or about to be,
-        # and in flight (some went unlogged, before the log began): not counted in it.
-        since = bisect.bisect_right(log, now) - bisect.bisect_left(log, self._freshest)
-        if self._fresh_remaining - max(since - self._fresh_answered, self.in_flight) < 1:
-            return False
-        bisect.insort(log, now)
-        if len(self._spares) < SPARES_KEPT:  # answers lost past that: none tells
-            bisect.insort(self._spares, now)
-        return True
-
-    def _spare_answered(self, sent_at: float, throttled: bool) -> None:
-        """A request sent at ``sent_at`` answered: if it was a spare one (sent just after its
-        slot, as a worker sends a slot due at once), it is no longer watched, and refused,
-        no more go (see SPARE_LEAD)."""
-        spares = self._spares
-        at = bisect.bisect_right(spares, sent_at) - 1
-        if at >= 0 and sent_at - spares[at] < SPARE_LEAD:
-            del spares[at]
-            self._spare_refused = self._spare_refused or throttled
 
     def _last_logged(self, now: float) -> float | None:
         """The latest send logged by ``now`` (None: none)."""
@@ -1352,9 +1303,6 @@ class Pacer:
             # Of requests sent together, the one the gateway counted last reports least.
             lowest = min(self._fresh_remaining, quota.remaining)
             self._fresh_remaining = lowest if tied else quota.remaining
-            answered = sent_at is not None
-            self._fresh_answered = self._fresh_answered + answered if tied else int(answered)
-        self._spare_answered(sent, throttled)
         scout = self._refill_scout
         if scout is not None and fresh and sent >= scout[2]:
             # Sent at or after the log's next slot, it told nothing (or its answer was
@@ -1683,13 +1631,14 @@ class Pacer:
                 return found
         if self.window_learned and not self.headers_seen:
             self._through_since_learned += 1
+            counted = self._count_late_quota(sent_at)
             if self._probe_started is not None and sent_at >= self._probe_started:
                 self._probe_delivered += 1
             elif self._near_limit_try is not None:
                 self._count_late_success(sent_at, *self._near_limit_try)
             if self._window_floor is not None:
-                return self._bisect_window(now)
-            return self._probe_learned_window(now)
+                return self._bisect_window(now) or counted
+            return self._probe_learned_window(now) or counted
         if self.headers_seen:
             if self._period_start is not None and sent_at >= self._period_start:
                 self._through_in_period += 1
@@ -2079,7 +2028,7 @@ class Pacer:
         self._evenly_paced = False
         self._near_limit_try = None
         self._held_opened = self._penalty_test = self._penalty_read = False
-        self._counted_wait = False
+        self._counted_wait, self._counted_late = False, None
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
@@ -2115,6 +2064,8 @@ class Pacer:
             # penalty box's ceiling is still to be tried: when knocks found it (the gap
             # through at most KNOCK_GROWTH times one refused), not a pause that may have
             # ended anywhere after the quota came back.
+            began = self._burst_opened if self._burst_opened is not None else sent_at
+            self._counted_late = (began, sent_at, self.limit)
             self.limit, self._counted_wait = through, True
             return self._window_event("quota_counted")
         if self._seek_from is None and scout_refused and self.limit > 1:
@@ -2184,6 +2135,7 @@ class Pacer:
         ceiling to go back to.
         """
         opened, self._burst_opened = self._burst_opened, sent_at
+        self._counted_late = None  # the burst counted is all answered by now
         pinned = self._last_refused if opened is None or self._last_refused > opened else None
         pin, self._opening_pin = self._opening_pin, pinned
         if self._seek_from is not None:
@@ -2278,6 +2230,17 @@ class Pacer:
         self._start_try(now, step)
         self._probe_step = 1.0 + 2.0 * (step - 1.0)
         return self._window_event("probing")
+
+    def _count_late_quota(self, sent_at: float) -> PacingEvent | None:
+        """A success answered after the refusal that counted a burst's quota (see
+        ``_relearn_window``), sent in that burst before it: one more in the quota."""
+        counted = self._counted_late
+        if counted is None or self.limit is None or not counted[0] <= sent_at < counted[1]:
+            return None
+        if self.limit + 1 >= counted[2]:
+            return None  # as many as the burst before counted: no such reading
+        self.limit += 1
+        return self._window_event("quota_counted")
 
     def _count_late_success(self, sent_at: float, started: float, throttled: float) -> None:
         """A success answered after the 429 that failed a try read as near the gateway's rate
