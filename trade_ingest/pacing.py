@@ -675,11 +675,10 @@ class Pacer:
         self._penalty_ceiling = math.inf
         self._penalty_test = False
         self._penalty_read = False
-        # Whether the burst that window was learned at counted its quota (see
-        # ``_relearn_window``): the try then waits out the penalty its refusals restarted.
-        # Successes sent in it before the refusal, answered after (from its opening to the
-        # refused send, and the limit before), count in that quota too.
-        self._counted_wait = False
+        # The burst that window was learned at, when it counted its quota (see
+        # ``_relearn_window``): from its opening to the refused send, and the limit before.
+        # Successes sent in it before the refusal, answered after, count in that quota too,
+        # and the try waits out the penalty its refusals restarted.
         self._counted_late: tuple[float, float, int] | None = None
         self._burst_knocks = 0
         self._knock_at_ceiling = False
@@ -1851,7 +1850,7 @@ class Pacer:
         # The penalty box's ceiling, with the window's margins.
         ceiling = self._penalty_ceiling * (1.0 + WINDOW_SLACK) + WINDOW_GUARD
         if last_429 is not None:
-            if self._counted_wait and self._penalty_test:
+            if self._counted_late is not None and self._penalty_test:
                 # At a penalty box each refusal (those in flight too) restarted it: the
                 # ceiling to be tried, whole, from the last.
                 return max(0.0, self._last_knocked + (self.window_span() or 0.0) - last_429)
@@ -2028,7 +2027,7 @@ class Pacer:
         self._evenly_paced = False
         self._near_limit_try = None
         self._held_opened = self._penalty_test = self._penalty_read = False
-        self._counted_wait, self._counted_late = False, None
+        self._counted_late = None
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
@@ -2037,7 +2036,7 @@ class Pacer:
         self._learned_quiet_since = self._learned_at = now
 
     def _relearn_window(
-        self, now: float, sent_at: float, *, scout_refused: bool, through: int = 0
+        self, now: float, sent_at: float, *, scout_refused: bool, through: int
     ) -> PacingEvent | None:
         """A 429 while the learned window paced the batch: the last probe went too far;
         or a burst was refused at its first request (``scout_refused``: the window
@@ -2066,7 +2065,7 @@ class Pacer:
             # ended anywhere after the quota came back.
             began = self._burst_opened if self._burst_opened is not None else sent_at
             self._counted_late = (began, sent_at, self.limit)
-            self.limit, self._counted_wait = through, True
+            self.limit = through
             return self._window_event("quota_counted")
         if self._seek_from is None and scout_refused and self.limit > 1:
             tested, self._penalty_test = self._penalty_test, False
