@@ -743,6 +743,27 @@ def test_a_lumpy_one_second_window_is_kept_by_the_send_log() -> None:
     assert taken[18] == pytest.approx(1.03 + span)  # a window after the two counted
 
 
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_sliding_log_lumpy_after_a_pause_is_not_forgotten_at_its_reset(fixed: bool) -> None:
+    """A quota all back after a pause longer than the window is what a sliding log gives
+    too (a window after the newest request it counted), and a sliding log's reset names
+    when its oldest request goes: one slot, not the lot. So a spent quota's log is
+    forgotten at its reset only on a window seen to forget requests younger than half
+    a window (``turns_fixed``). Forgotten at epoch resets read 0.1-0.6 s off, a sliding
+    window of 9 a second sent its whole quota into 429s (a sweep: 5-11% of requests)."""
+    pacer = _lumpy_one_second_window(9)
+    pacer.on_quota(1.03, Quota(limit=9, remaining=8, reset=1.0), sent_at=1.02)
+    assert pacer.logging and not pacer.turns_fixed
+    pacer.turns_fixed = fixed  # as a report forgetting young requests would have made it
+    burst = slots(pacer, 1.03, 8)
+    assert burst == [1.03] * 8
+    spent = Quota(limit=9, remaining=0, reset=0.5, reset_error=0.5)
+    _, pause = pacer.on_quota(1.06, spent, sent_at=1.03)
+    assert pause == pytest.approx(0.5)  # until the reset, either way
+    again = 1.06 + 0.5
+    assert slots(pacer, again, 1) == [pytest.approx(again if fixed else 1.03 + WINDOW_SPAN)]
+
+
 @pytest.mark.parametrize("back_by_then", [True, False])
 def test_a_spent_quota_read_past_the_window_waits_a_window(back_by_then: bool) -> None:
     """A reset read 1.8 s away (an epoch reset rounded up, on a server clock known to the
@@ -950,7 +971,7 @@ def test_fixed_window_turn_is_learned_and_the_quota_comes_back_in_one_lump() -> 
     # Suppose that one had gone at 0.55: its answer counts only itself.
     pacer._log[-1] = 0.55
     event, _ = pacer.on_quota(0.58, Quota(4, 3, 1.0, 1.0), sent_at=0.55)
-    assert pacer.lumpy
+    assert pacer.lumpy and pacer.turns_fixed
     assert event == PacingEvent(
         "pacing.window_learned", {"kind": "fixed", "limit": 4, "window_s": 1.0}
     )
@@ -1959,6 +1980,26 @@ def test_a_sooner_reset_gets_one_request_however_many_answers_say_so() -> None:
         assert pacer.reserve(late) > 2.0
     pacer.on_quota(1.06, Quota(limit=4, remaining=0, reset=0.5, window=2.0), sent_at=promised)
     assert pacer.reserve(1.06) == pytest.approx(1.56 + WINDOW_GUARD)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_sooner_reset_is_no_promise_while_a_send_since_may_take_its_slot(fixed: bool) -> None:
+    """A stated window of 4 in 2 s; the answer to the request sent at 0.01 says the quota
+    is spent and back within a second (rounded up), with ours of 0.02 and 0.03 in flight.
+    A fixed window's turn forgets all it counted: one request goes at the reset. Not
+    known to be fixed, it may be a sliding log, whose reset names when its oldest request
+    goes, and that may be up to a second sooner: the requests in flight may take that
+    slot first, so the log's own slot holds. Promised anyway, a sliding window of 9 a
+    second with epoch resets sent such requests into 429s (a sweep: 5-11% of requests)."""
+    pacer = Pacer()
+    pacer.reserve(0.0)
+    pacer.on_quota(0.01, Quota(limit=4, remaining=3, reset=2.0, window=2.0), sent_at=0.0)
+    pacer.turns_fixed = fixed  # as a report forgetting young requests would have made it
+    assert [slots(pacer, at, 1)[0] for at in (0.01, 0.02, 0.03)] == [0.01, 0.02, 0.03]
+    pacer.on_quota(0.04, Quota(limit=4, remaining=0, reset=1.0, window=2.0), sent_at=0.01)
+    span = pacer.window_span()
+    assert span is not None
+    assert pacer.reserve(0.05) == pytest.approx(1.04 + WINDOW_GUARD if fixed else 0.01 + span)
 
 
 def test_a_worker_asleep_towards_its_slot_takes_the_promised_one() -> None:

@@ -507,6 +507,12 @@ class Pacer:
         # Whether quota comes back in lumps (a window turning) rather than a
         # token at a time: then a spent quota means waiting for the reset.
         self.lumpy = False
+        # Whether the lumps come at a fixed window's turn, which forgets every request
+        # counted before it: the gateway forgot requests younger than half its window
+        # (``_reconcile``). A sliding log gives its whole quota back too, once a window has
+        # passed since the newest request it counted, and its reset names when the oldest
+        # goes: a spent quota's log is forgotten at the reset only on a fixed window.
+        self.turns_fixed = False
         # Whether the gateway was seen to give quota back faster than the window its
         # resets read allows (a bucket): then no window is read from them again.
         self.refills_faster = False
@@ -587,8 +593,10 @@ class Pacer:
         self._probe_at: float | None = None
         # Only the answer to the last promised request (or a later one) promises another.
         self._probe_taken = -math.inf
-        # Sends up to this one were counted by the answer that promised the request.
+        # Sends up to this one were counted by the answer that promised the request, and
+        # so were the sends it logged as made at its arrival (more counted than logged).
         self._probe_counted = -math.inf
+        self._probe_logged_late = 0
         self._forget_upto = -math.inf
         # Learned without headers (see LEARNED_CUT and ``_settle_unhinted``):
         # the send times of the successes since the last burst began, while no
@@ -791,7 +799,13 @@ class Pacer:
         counting the sends logged up to a span after it (slots held already in
         it), and from a hint's resolution before it (the reset may be rounded
         up) but not from over a span ago, nor any the answer that promised it
-        had counted.
+        had counted (a fixed window's turn forgets them all). Unless the window
+        is known to be fixed (``turns_fixed``), it may be a sliding log, whose
+        reset names when its oldest request goes: one slot, which may have gone
+        up to the reset's rounding sooner. A send of ours made since the answer's
+        request, and before the promised time, may take it first: the request
+        is promised only where there is none (but those the answer counted,
+        logged at its arrival).
         """
         if self._probe_at is None or self._probe_at >= before:
             return None
@@ -800,6 +814,12 @@ class Pacer:
         since = max(at - HINT_RESOLUTION, now - span, self._probe_counted)
         if bisect.bisect_left(log, at + span) - bisect.bisect_right(log, since) >= limit:
             return None
+        if not self.turns_fixed:
+            since_answered = bisect.bisect_right(log, at) - bisect.bisect_right(
+                log, self._probe_counted
+            )
+            if since_answered > self._probe_logged_late:
+                return None
         self._probe_taken = at
         return at
 
@@ -946,25 +966,28 @@ class Pacer:
         middle = bisect.bisect_left(log, settled)
         used = max(0, self.limit - quota.remaining)
         sent_by_now = bisect.bisect_right(log, now) - low
-        if used > sent_by_now:
+        logged_late = max(0, used - sent_by_now)
+        if logged_late:
             # More than we have sent in the window: others share the quota (or
             # a send of ours went unlogged). Logged as if made now: they may
             # have reached the gateway as late as that.
             at = bisect.bisect_right(log, now)
-            log[at:at] = [now] * (used - sent_by_now)
+            log[at:at] = [now] * logged_late
         elif (before := used - (not throttled)) < middle - low:
             # The settled sends do not include this request.
             # Forgotten while younger than half a window: not a sliding window.
             young = middle - min(middle, bisect.bisect_right(log, sent_at - self.window / 2))
             if before < young - max(2, LUMP_SHARE * self.limit):
-                self.lumpy = True
+                self.lumpy = self.turns_fixed = True
             del log[low : low + middle - low - before]
         if quota.remaining == 0 and quota.reset:
             wait = self.next_window_slot(now, self.limit, span, take_probe=False) - now
             if quota.reset <= wait and self.lumpy:
                 # Back in one lump at the reset (unless the log frees a slot
-                # sooner: a bucket's reset may say when it is full again).
-                self._forget_at, self._forget_upto = now + quota.reset, sent_at
+                # sooner: a bucket's reset may say when it is full again), if the
+                # window is known to be fixed: a sliding log's reset frees one slot.
+                if self.turns_fixed:
+                    self._forget_at, self._forget_upto = now + quota.reset, sent_at
                 last = self._last_logged(now)
                 if self._refill_scout_due(now) and last is not None:
                     # Up in time for a refill scout: the log holds the rest back.
@@ -986,6 +1009,7 @@ class Pacer:
                 # the guard may put it past the log's slot, which then takes it).
                 # Only the answer to that request, or a later one, asks again.
                 self._probe_at, self._probe_counted = now + promised, sent_at
+                self._probe_logged_late = logged_late
         return None
 
     def _refill_scout_due(self, now: float) -> bool:
@@ -1145,7 +1169,7 @@ class Pacer:
         (see ``on_throttled``); no window is read from its resets, nor lumps from its
         levels, again."""
         self.refills_faster = True
-        self.lumpy = False
+        self.lumpy = self.turns_fixed = False
         self._refill_scout = None
         self._doubled_from = None
         self._period_start = None
