@@ -750,7 +750,7 @@ def test_a_sliding_log_lumpy_after_a_pause_is_not_forgotten_at_its_reset(fixed: 
     when its oldest request goes: one slot, not the lot. So a spent quota's log is
     forgotten at its reset only on a window seen to forget requests younger than half
     a window (``turns_fixed``). Forgotten at epoch resets read 0.1-0.6 s off, a sliding
-    window of 9 a second sent its whole quota into 429s (a sweep: 5-11% of requests)."""
+    window of 9 a second sent its whole quota into 429s (a sweep: 4-9% of requests)."""
     pacer = _lumpy_one_second_window(9)
     pacer.on_quota(1.03, Quota(limit=9, remaining=8, reset=1.0), sent_at=1.02)
     assert pacer.logging and not pacer.turns_fixed
@@ -1990,7 +1990,7 @@ def test_a_sooner_reset_is_no_promise_while_a_send_since_may_take_its_slot(fixed
     known to be fixed, it may be a sliding log, whose reset names when its oldest request
     goes, and that may be up to a second sooner: the requests in flight may take that
     slot first, so the log's own slot holds. Promised anyway, a sliding window of 9 a
-    second with epoch resets sent such requests into 429s (a sweep: 5-11% of requests)."""
+    second with epoch resets sent such requests into 429s (a sweep: 4-9% of requests)."""
     pacer = Pacer()
     pacer.reserve(0.0)
     pacer.on_quota(0.01, Quota(limit=4, remaining=3, reset=2.0, window=2.0), sent_at=0.0)
