@@ -1989,8 +1989,9 @@ def test_a_sooner_reset_is_no_promise_while_a_send_since_may_take_its_slot(fixed
     A fixed window's turn forgets all it counted: one request goes at the reset. Not
     known to be fixed, it may be a sliding log, whose reset names when its oldest request
     goes, and that may be up to a second sooner: the requests in flight may take that
-    slot first, so the log's own slot holds. Promised anyway, a sliding window of 9 a
-    second with epoch resets sent such requests into 429s (a sweep: 4-9% of requests)."""
+    slot first, so the log's own slot holds. Promised anyway, such a request met a 429 on
+    a sliding window of 9 a second with epoch resets (a sweep's; with the log forgotten
+    whole at each reset too, 4-9% of its requests were refused)."""
     pacer = Pacer()
     pacer.reserve(0.0)
     pacer.on_quota(0.01, Quota(limit=4, remaining=3, reset=2.0, window=2.0), sent_at=0.0)
