@@ -1874,7 +1874,6 @@ def test_a_window_bounded_by_half_second_scouts_is_never_shorter_than_the_gatewa
     shorter = [e.fields for _, e in batch.events if e.fields.get("kind") == "shorter"]
     least = window if burst is None else burst * window / limit
     assert all(float(str(fields["window_s"])) >= least for fields in shorter)
-    assert batch.pacer is not None
     if shorter:  # the window kept to at the end, bounded since, as the events were
         assert (batch.pacer.window or 0.0) >= least
     if window >= 1.0 and kind != "token":
@@ -3005,11 +3004,12 @@ def test_a_window_learned_without_hints_is_kept_to(
 
 @dataclass
 class _Batch:
-    """What a simulated batch did: each send (time, let through), and the pacer's events."""
+    """What a simulated batch did: each send (time, let through), the pacer's events, and
+    the pacer as the batch left it."""
 
     sends: list[tuple[float, bool]]
     events: list[tuple[float, PacingEvent]]
-    pacer: Pacer | None = None
+    pacer: Pacer
 
     def learned_at(self) -> float:
         """When the first rate (a window's or AIMD's) was learned."""
