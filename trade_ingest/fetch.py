@@ -515,11 +515,11 @@ class TradeFetcher:
             if attempt == 1:
                 self._budget.first_attempts += 1
             started, sent_wall = clock.monotonic(), clock.wall()
-            pacer.in_flight += 1
+            pacer.sending(started)
             try:
                 result = await self._attempt(trade_id)
             finally:
-                pacer.in_flight -= 1
+                pacer.answered(started)
             self._observe(trade_id, attempt, result, started, sent_wall)
             if result.uncounted:
                 pacer.cancel(slot)  # the quota it was logged against is still there

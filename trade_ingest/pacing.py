@@ -488,6 +488,9 @@ class Pacer:
         self._early_next = -math.inf
         self._early_wait = EARLY_RETRY_AFTER
         self.in_flight = 0
+        # When each request in flight was sent (``sending``, ``answered``): those sent
+        # before a request reported were counted before it, as the gateway met them first.
+        self._in_flight_sent: list[float] = []
         # Trades read from the input and not yet done, as the batch last counted them
         # (a stream not yet read to its end has more): see TRY_COST_SHARE.
         self.backlog = 0
@@ -700,6 +703,25 @@ class Pacer:
         self._last_knocked = -math.inf
         # Whether a burst paced by AIMD has waited the ceiling since its first refusal.
         self._ceiling_tried = False
+
+    def sending(self, sent_at: float) -> None:
+        """A request goes at ``sent_at`` (its answer is reported with that time)."""
+        self.in_flight += 1
+        bisect.insort(self._in_flight_sent, sent_at)
+
+    def answered(self, sent_at: float) -> None:
+        """The request sent at ``sent_at`` is back: answered, or failed on the way."""
+        self.in_flight -= 1
+        sent = self._in_flight_sent
+        index = bisect.bisect_left(sent, sent_at)
+        if index < len(sent) and sent[index] == sent_at:
+            del sent[index]
+
+    def _in_flight_since(self, sent_at: float) -> int:
+        """Requests in flight sent at ``sent_at`` or later: those a report for a request
+        sent then has not counted (sent at the same time, in an order not known)."""
+        sent = self._in_flight_sent
+        return len(sent) - bisect.bisect_left(sent, sent_at)
 
     @property
     def rate(self) -> float | None:
@@ -1434,7 +1456,10 @@ class Pacer:
             # A window's lump goes whole (what is left at its turn is lost); a bucket
             # keeps one back, so its level shows the headroom a faster pace would use.
             # A bucket known to refill faster is paced only: spent, the pace is too fast.
-            spare = quota.remaining - self.in_flight - (not self.lumpy)
+            # A slot the pace handed out is sent when due, without asking again: the
+            # quota it will take is not spare either.
+            held = sum(1 for slot in self._paced_slots if slot > now)
+            spare = quota.remaining - self.in_flight - held - (not self.lumpy)
             self.credit = 0 if self.refills_faster else max(0, spare)
         window = quota.window or self.window_estimate
         rate: float | None = None
@@ -1452,9 +1477,26 @@ class Pacer:
         pause = None
         if quota.remaining == 0:
             self._undo_doubling()
+        # A window's lump taken whole by the requests in flight sent since the one reported
+        # is spent once they land: a slot paced before the answer that says so comes would
+        # be refused (with a Retry-After rounded up to the second: a window of a second
+        # lost). Those sent before were counted already: spent twice, a window of 27 lost
+        # slots. Of a quota of one or two, the whole-second reset is tried sooner instead
+        # (EARLY_LIMIT).
+        spent_in_flight = (
+            self.lumpy
+            and fresh
+            and (quota.limit or 0) > EARLY_LIMIT
+            and quota.remaining is not None
+            and 0 < quota.remaining <= self._in_flight_since(sent)
+        )
         if quota.remaining == 0 and quota.reset is not None and quota.reset > 0 and throttled:
             pause = quota.reset  # the 429's Retry-After governs; ``on_throttled`` the pace
-        elif quota.remaining == 0 and quota.reset is not None and quota.reset > 0:
+        elif (
+            (quota.remaining == 0 or spent_in_flight)
+            and quota.reset is not None
+            and quota.reset > 0
+        ):
             pause = self._reset_share(now, sent, quota)
             paced = self.rate
             # A reset longer than one request's share of the window, by more than
