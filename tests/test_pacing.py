@@ -747,6 +747,32 @@ def test_a_lump_spares_the_slot_a_worker_holds_at_the_pace() -> None:
 
 
 @pytest.mark.parametrize(
+    ("remaining", "sent_since", "sent_before"),
+    [(1, 0, 0), (2, 0, 0), (3, 0, 0), (3, 1, 0), (3, 0, 1)],
+)
+def test_a_lump_paced_by_rate_hands_out_no_slot_past_it_before_its_reset(
+    remaining: int, sent_since: int, sent_before: int
+) -> None:
+    """What a report leaves beyond the slots workers hold and the requests in flight sent
+    since goes at once, and the pace hands out no more until the reset: a slot at the
+    pace past the lump was refused, with a whole-second Retry-After (a fixed window of
+    20 a second on the clock second, told by epoch resets: 2-4 429s a run, 0.76-0.90)."""
+    pacer = _lumpy_window_on_a_clock_known_to_the_second(8)
+    assert pacer.reserve(2.0) == 2.0
+    held = pacer.reserve(2.04)
+    assert held is not None and held > 2.05
+    for _ in range(sent_since):
+        pacer.sending(2.045)  # as a credit left by an answer before would have
+    for _ in range(sent_before):
+        pacer.sending(1.99)  # counted already: its quota goes at the pace
+    report = Quota(limit=8, remaining=remaining, reset=0.95, reset_error=0.95)
+    pacer.on_quota(2.05, report, sent_at=2.0)
+    at_once = remaining - sent_since - sent_before - 1
+    paced = [pytest.approx(2.06 + (held - 2.0))] * sent_before
+    assert slots(pacer, 2.06, remaining - sent_since) == [2.06] * at_once + paced + [3.0]
+
+
+@pytest.mark.parametrize(
     ("limit", "lumpy", "apart", "sent_at", "remaining", "spent"),
     [
         (8, True, 0.001, 2.023, 3, True),  # three sent since, still in flight

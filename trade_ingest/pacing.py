@@ -499,6 +499,11 @@ class Pacer:
         self._slot_paused = False
         # The last send slot the rate handed out (or a send it let go at once).
         self._last_slot = -math.inf
+        # Of a window's lump paced by rate: the requests the last report leaves to send
+        # (beyond those in flight sent since it and the slots held), and when it is back
+        # (None: no such count, or a bucket's).
+        self._lump_left: int | None = None
+        self._lump_back_at = -math.inf
         self._pacer_bound = False
         # When a worker told "not yet" because its slot is beyond SLOT_HORIZON asks again,
         # and that slot: the wait a deadline or max_wait is held to.
@@ -753,6 +758,7 @@ class Pacer:
             self.credit -= 1
             self._sent_in_period += 1
             self._last_slot = now
+            self._lump_left = None if self._lump_left is None else self._lump_left - 1
             return now
         rate = self.rate
         if rate is None:
@@ -767,10 +773,14 @@ class Pacer:
         # Spaced by the rate now in force from the last slot, wherever that came from.
         step = 1.0 / rate
         slot = max(now, self._last_slot + step)
+        if self._lump_left is not None and self._lump_left <= 0:
+            slot = max(slot, self._lump_back_at)
         self._pacer_bound = slot > now
         if self._beyond_horizon(now, slot, SLOT_HORIZON):
             return None
         self._last_slot = slot
+        if self._lump_left is not None:
+            self._lump_left -= 1  # (past its reset, the lump is back: no slot waits for it)
         if slot > now and self.configured is None:  # a configured rate never starts the log
             paced = self._paced_slots
             while paced and paced[0] <= now:
@@ -1461,6 +1471,14 @@ class Pacer:
             held = sum(1 for slot in self._paced_slots if slot > now)
             spare = quota.remaining - self.in_flight - held - (not self.lumpy)
             self.credit = 0 if self.refills_faster else max(0, spare)
+            # What a window's lump leaves beyond the requests in flight sent since this one
+            # and the slots held goes, at once or at the pace, and no more until the reset:
+            # a slot at the pace past it is refused. (Of a quota of one or two, the reset is
+            # tried sooner: EARLY_LIMIT.)
+            self._lump_left = None
+            if self.lumpy and limit > EARLY_LIMIT and quota.reset:
+                left = quota.remaining - self._in_flight_since(sent) - held
+                self._lump_left, self._lump_back_at = max(0, left), now + quota.reset
         window = quota.window or self.window_estimate
         rate: float | None = None
         if quota.limit and window:
