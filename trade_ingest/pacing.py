@@ -1496,11 +1496,11 @@ class Pacer:
         if quota.remaining == 0:
             self._undo_doubling()
         # A window's lump taken whole by the requests in flight sent since the one reported
-        # is spent once they land: a slot paced before the answer that says so comes would
-        # be refused (with a Retry-After rounded up to the second: a window of a second
-        # lost). Those sent before were counted already: spent twice, a window of 27 lost
-        # slots. Of a quota of one or two, the whole-second reset is tried sooner instead
-        # (EARLY_LIMIT).
+        # is spent once they land: a slot held at the pace, due before the answer that says
+        # so, would be refused (with a Retry-After rounded up to the second: a window of a
+        # second lost). Those sent before it were counted in this report already (taken
+        # as still to count, a fixed window of 27 paused two slots short). Of a quota of
+        # one or two, the whole-second reset is tried sooner instead (EARLY_LIMIT).
         spent_in_flight = (
             self.lumpy
             and fresh
