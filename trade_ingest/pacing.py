@@ -758,7 +758,8 @@ class Pacer:
             self.credit -= 1
             self._sent_in_period += 1
             self._last_slot = now
-            self._lump_left = None if self._lump_left is None else self._lump_left - 1
+            if self._lump_left is not None:
+                self._lump_left -= 1
             return now
         rate = self.rate
         if rate is None:
@@ -916,10 +917,15 @@ class Pacer:
         before = at - bisect.bisect_right(log, slot - span + 1e-9)
         return before < self.limit
 
+    def _paced_held(self, now: float) -> list[float]:
+        """The slots the rate handed out that workers still hold at ``now`` (they send
+        then, without asking again)."""
+        return [slot for slot in self._paced_slots if slot > now]
+
     def _take_paced_slots(self, now: float) -> list[float]:
-        """The slots the rate handed out that workers still hold (they send then, without
-        asking again), for the send log that starts now; the rate keeps none after."""
-        held = [slot for slot in self._paced_slots if slot > now]
+        """The slots workers still hold (``_paced_held``), for the send log that starts
+        now; the rate keeps none after."""
+        held = self._paced_held(now)
         self._paced_slots.clear()
         return held
 
@@ -1445,6 +1451,7 @@ class Pacer:
                     {"kind": "fixed", "limit": quota.limit, "window_s": self.window},
                 )
             return event, pause
+        spent_in_flight = False  # see the lump's count below
         if quota.remaining is not None and fresh:
             if self._cut_resume is not None and sent >= self._cut_resume and quota.remaining:
                 self._cut_resume = None  # quota was back by then: the estimate held
@@ -1468,17 +1475,24 @@ class Pacer:
             # A bucket known to refill faster is paced only: spent, the pace is too fast.
             # A slot the pace handed out is sent when due, without asking again: the
             # quota it will take is not spare either.
-            held = sum(1 for slot in self._paced_slots if slot > now)
+            held = len(self._paced_held(now))
             spare = quota.remaining - self.in_flight - held - (not self.lumpy)
             self.credit = 0 if self.refills_faster else max(0, spare)
             # What a window's lump leaves beyond the requests in flight sent since this one
             # and the slots held goes, at once or at the pace, and no more until the reset:
-            # a slot at the pace past it is refused. (Of a quota of one or two, the reset is
-            # tried sooner: EARLY_LIMIT.)
+            # a slot at the pace past it is refused. Taken whole by the requests in flight
+            # sent since, it is spent once they land: a slot held at the pace, due before
+            # the answer that says so, would be refused too (with a Retry-After rounded up
+            # to the second: a window of a second lost); the batch waits as on a report of
+            # none. Those sent before it were counted in this report already (taken as
+            # still to count, a fixed window of 27 paused two slots short). Of a quota of
+            # one or two, the whole-second reset is tried sooner instead (EARLY_LIMIT).
             self._lump_left = None
             if self.lumpy and limit > EARLY_LIMIT and quota.reset:
-                left = quota.remaining - self._in_flight_since(sent) - held
+                since = self._in_flight_since(sent)
+                left = quota.remaining - since - held
                 self._lump_left, self._lump_back_at = max(0, left), now + quota.reset
+                spent_in_flight = 0 < quota.remaining <= since
         window = quota.window or self.window_estimate
         rate: float | None = None
         if quota.limit and window:
@@ -1495,19 +1509,6 @@ class Pacer:
         pause = None
         if quota.remaining == 0:
             self._undo_doubling()
-        # A window's lump taken whole by the requests in flight sent since the one reported
-        # is spent once they land: a slot held at the pace, due before the answer that says
-        # so, would be refused (with a Retry-After rounded up to the second: a window of a
-        # second lost). Those sent before it were counted in this report already (taken
-        # as still to count, a fixed window of 27 paused two slots short). Of a quota of
-        # one or two, the whole-second reset is tried sooner instead (EARLY_LIMIT).
-        spent_in_flight = (
-            self.lumpy
-            and fresh
-            and (quota.limit or 0) > EARLY_LIMIT
-            and quota.remaining is not None
-            and 0 < quota.remaining <= self._in_flight_since(sent)
-        )
         if quota.remaining == 0 and quota.reset is not None and quota.reset > 0 and throttled:
             pause = quota.reset  # the 429's Retry-After governs; ``on_throttled`` the pace
         elif (
