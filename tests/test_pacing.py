@@ -731,19 +731,30 @@ def _lumpy_window_on_a_clock_known_to_the_second(limit: int) -> Pacer:
     return pacer
 
 
-def test_a_lump_spares_the_slot_a_worker_holds_at_the_pace() -> None:
+@pytest.mark.parametrize("due", [False, True])
+def test_a_lump_spares_the_slot_a_worker_holds_at_the_pace(due: bool) -> None:
     """After a spent window's pause, the first request goes and a worker takes the next
     slot at the pace, to send when it is due without asking again; the lump reported
-    meanwhile leaves one request fewer to go at once. Counted as spare as well, it was
-    sent twice: a fixed window of 8 a second turning on the clock second met a 429 and
-    a whole-second Retry-After in most windows (a sweep's #16: 3-7 of 99-103 requests)."""
+    meanwhile leaves one request fewer to go at once, until that slot is sent (due, its
+    worker may not have woken yet). Counted as spare as well, it was sent twice: a fixed
+    window of 8 a second turning on the clock second met a 429 and a whole-second
+    Retry-After in most windows (a sweep's #16: 3-7 of 99-103 requests); a slot due but
+    not yet sent, now and then a window of 20 (2-3 of 200)."""
     pacer = _lumpy_window_on_a_clock_known_to_the_second(8)
     assert pacer.reserve(2.0) == 2.0
     held = pacer.reserve(2.04)
     assert held is not None and held > 2.05
+    answered = 2.05
+    if due:  # another worker takes the next slot at the pace before the first is sent
+        assert (after := pacer.reserve(held + 0.04)) is not None and after > held + 0.04
+        answered = held + 0.041
     lump = Quota(limit=8, remaining=7, reset=0.95, reset_error=0.95)
-    assert pacer.on_quota(2.05, lump, sent_at=2.0)[1] is None
-    assert slots(pacer, 2.05, 7).count(2.05) == 6  # the seventh is the one held
+    assert pacer.on_quota(answered, lump, sent_at=2.0)[1] is None
+    assert pacer.credit == 7 - 1 - due  # the others are the ones held
+    pacer.sending(answered + 0.001, held)
+    lump = Quota(limit=8, remaining=6, reset=0.9, reset_error=0.9)
+    pacer.on_quota(answered + 0.002, lump, sent_at=2.001)
+    assert pacer.credit == 6 - 1 - due  # sent, it is in flight
 
 
 @pytest.mark.parametrize(
@@ -3177,7 +3188,7 @@ def _workers(
                 slot = pacer.sooner(now, slot) or slot
                 later(min(slot, now + SLOT_RECHECK), "sleep" if slot > now else "go", slot)
             else:
-                pacer.sending(now)
+                pacer.sending(now, slot)
                 answer = gateway.admit(now + latency / 2)
                 through = answer.allowed
                 batch.sends.append((now, through))

@@ -515,7 +515,7 @@ class TradeFetcher:
             if attempt == 1:
                 self._budget.first_attempts += 1
             started, sent_wall = clock.monotonic(), clock.wall()
-            pacer.sending(started)
+            pacer.sending(started, slot)
             try:
                 result = await self._attempt(trade_id)
             finally:

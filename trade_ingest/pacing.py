@@ -594,7 +594,8 @@ class Pacer:
         self.window_stated = False
         self.logging = False
         self._log: list[float] = []
-        # Slots the rate handed out for later (kept while the log is not in use).
+        # Slots the rate handed out for later and not yet sent nor given back (kept while
+        # the log is not in use): due, a worker may not have woken to send it yet.
         self._paced_slots: deque[float] = deque()
         self._freshest = -math.inf
         self._forget_at: float | None = None
@@ -709,10 +710,13 @@ class Pacer:
         # Whether a burst paced by AIMD has waited the ceiling since its first refusal.
         self._ceiling_tried = False
 
-    def sending(self, sent_at: float) -> None:
-        """A request goes at ``sent_at`` (its answer is reported with that time)."""
+    def sending(self, sent_at: float, slot: float | None = None) -> None:
+        """A request goes at ``sent_at`` (its answer is reported with that time), at
+        ``slot``, the one ``reserve`` handed out for it: no longer held."""
         self.in_flight += 1
         bisect.insort(self._in_flight_sent, sent_at)
+        if slot is not None and slot in self._paced_slots:
+            self._paced_slots.remove(slot)
 
     def answered(self, sent_at: float) -> None:
         """The request sent at ``sent_at`` is back: answered, or failed on the way."""
@@ -783,10 +787,7 @@ class Pacer:
         if self._lump_left is not None:
             self._lump_left -= 1  # (past its reset, the lump is back: no slot waits for it)
         if slot > now and self.configured is None:  # a configured rate never starts the log
-            paced = self._paced_slots
-            while paced and paced[0] <= now:
-                paced.popleft()
-            paced.append(slot)
+            self._paced_slots.append(slot)
         self._sent_in_period += 1
         return slot
 
@@ -917,15 +918,10 @@ class Pacer:
         before = at - bisect.bisect_right(log, slot - span + 1e-9)
         return before < self.limit
 
-    def _paced_held(self, now: float) -> list[float]:
-        """The slots the rate handed out that workers still hold at ``now`` (they send
-        then, without asking again)."""
-        return [slot for slot in self._paced_slots if slot > now]
-
-    def _take_paced_slots(self, now: float) -> list[float]:
-        """The slots workers still hold (``_paced_held``), for the send log that starts
-        now; the rate keeps none after."""
-        held = self._paced_held(now)
+    def _take_paced_slots(self) -> list[float]:
+        """The slots the rate handed out that workers still hold (they send then, without
+        asking again), for the send log that starts now; the rate keeps none after."""
+        held = list(self._paced_slots)
         self._paced_slots.clear()
         return held
 
@@ -1431,7 +1427,7 @@ class Pacer:
             self.logging = True
             self.probe_factor = 1.0
             in_flight = [math.nextafter(now, math.inf)] * self.in_flight
-            self._log = sorted([*in_flight, *self._take_paced_slots(now)])
+            self._log = sorted([*in_flight, *self._take_paced_slots()])
         if modelled and self.logging and span is not None:
             assert self.window is not None  # noqa: S101
             assert self.limit is not None  # noqa: S101
@@ -1474,8 +1470,9 @@ class Pacer:
             # keeps one back, so its level shows the headroom a faster pace would use.
             # A bucket known to refill faster is paced only: spent, the pace is too fast.
             # A slot the pace handed out is sent when due, without asking again: the
-            # quota it will take is not spare either.
-            held = len(self._paced_held(now))
+            # quota it will take is not spare either, until it is sent (due, its worker
+            # may not have woken yet).
+            held = len(self._paced_slots)
             spare = quota.remaining - self.in_flight - held - (not self.lumpy)
             self.credit = 0 if self.refills_faster else max(0, spare)
             # What a window's lump leaves beyond the requests in flight sent since this one
@@ -2116,7 +2113,7 @@ class Pacer:
         self._recent_sends = []
         self.limit, self.window = limit, window
         self.probe_factor = 1.0
-        self._log = sorted([*sends[-limit:], *self._take_paced_slots(now)])
+        self._log = sorted([*sends[-limit:], *self._take_paced_slots()])
         self.logging = True
         self._learned_quiet_since = self._learned_at = now
 
