@@ -992,6 +992,53 @@ def test_a_spent_window_read_from_an_epoch_reset_opens_with_one_request(
     assert pacer.reserve(4.5) == pytest.approx(0.03 + 5.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
 
 
+@pytest.mark.parametrize("sent_apart", [False, True])
+def test_slots_held_before_the_quota_was_told_spent_wait_for_one_to_open_the_window(
+    sent_apart: bool,
+) -> None:
+    """Workers take the next window's slots as soon as the log is full, before the answers
+    say the quota is spent; that window, read from an epoch reset, may be a second short.
+    Of the slots held before the turn named, one goes: the rest are given back and wait for
+    its answer (a sweep's 69 per 10 s read as 9: 7-13 refused at once at the turn read,
+    in 3 runs of 5). Their slots may be the same time; the answer that says the quota is
+    spent need not be the freshest (a burst is answered out of the order counted)."""
+    pacer = Pacer()
+    assert pacer.reserve(0.0) == 0.0
+
+    def quota(now: float, remaining: int) -> Quota:
+        return Quota(6, remaining, 1005.0 - (1000.0 + now), reset_error=0.01, reset_at=1005.0)
+
+    pacer.on_quota(0.03, quota(0.03, 5), sent_at=0.0)
+    pacer.on_success(0.03, sent_at=0.0)
+    sent = [0.03 + (n / 1000 if sent_apart else 0.0) for n in range(5)]
+    assert [pacer.reserve(at) for at in sent] == sent
+    held = [pacer.reserve(0.04) for _ in range(3)]
+    span = 4.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    assert held == pytest.approx([0.03 + span] * 3, abs=0.002)  # the same time, or not
+    # The last sent is answered first (one left); the one the gateway counted last says 0.
+    for n, remaining in enumerate([1, 0, 3, 2, 4]):
+        answered = 0.06 + n / 100
+        pacer.on_quota(answered, quota(answered, remaining), sent_at=sent[-1 - n])
+        pacer.on_success(answered, sent_at=sent[-1 - n])
+    going = []
+    for slot in held:
+        if pacer.still_holds(slot):
+            going.append(slot)
+            continue
+        pacer.cancel(slot)
+        again = pacer.reserve(0.2)
+        if again is not None:
+            going.append(again)
+    assert going == pytest.approx([0.03 + span], abs=0.002)
+    assert pacer.still_holds(going[0])
+    assert pacer.reserve(going[0]) is None  # the rest wait for its answer
+    # Through, with the whole quota back: the rest go at once.
+    answered = going[0] + 0.03
+    pacer.on_quota(answered, Quota(6, 5, 4.0, reset_error=0.01, reset_at=1009.0), going[0])
+    pacer.on_success(answered, sent_at=going[0])
+    assert slots(pacer, answered, 2) == [answered] * 2
+
+
 def test_a_429_within_the_window_read_from_a_named_turn_lengthens_nothing() -> None:
     """Refused within the window read (others share the quota, say): no longer window."""
     pacer = _spent_six_per_window_read_as_four()

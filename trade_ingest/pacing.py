@@ -914,6 +914,15 @@ class Pacer:
         at = bisect.bisect_left(log, slot)
         if at == len(log) or log[at] != slot:
             return False  # given back (a scout got through): sent, it would go unlogged
+        turn = self._turn_ahead(self.limit)
+        if turn is not None and slot < turn and slot != self._scout_at:
+            # Held since before the quota was told spent, for a window the log opens before
+            # the turn named: one request opens it, the first held to ask; the rest wait for
+            # its answer. Held by others too (the same time), it is not told apart: all ask
+            # again, and the first to gets a slot of its own.
+            if self._scout_at is not None or log[at + 1 : at + 2] == [slot]:
+                return False
+            self._scout_at = slot
         # A hair's tolerance: a slot a span after a send is computed as that sum.
         before = at - bisect.bisect_right(log, slot - span + 1e-9)
         return before < self.limit
@@ -943,15 +952,8 @@ class Pacer:
         # each burst with one request: a try that fails costs one 429, not a burst's.
         trying = self.probe_factor > self._probe_held
         scouting = self.window_learned and (self._window_floor is not None or trying) and limit > 1
-        # A spent quota's window read from epoch resets, opening before the turn they
-        # named: maybe a second short (see ``_named_turn``).
-        turn = self._spent[1] if self._spent is not None else -math.inf
-        ahead_of_turn = (
-            self._spent is not None
-            and limit > 1
-            and not (self.window_stated or self._turns_early)
-            and (self.window_estimate or 0.0) >= NAMED_TURN_SCOUTED_FROM
-        )
+        turn = self._turn_ahead(limit)
+        ahead_of_turn = turn is not None
         if (scouting or ahead_of_turn) and self._scout_at is not None:
             if now < self._scout_at + SCOUT_PATIENCE * span:
                 return None  # the burst waits for its first request's answer
@@ -965,9 +967,16 @@ class Pacer:
             # than the quota): this one is given out once the first of those is due.
             self._pacer_bound = True
             return None
-        if scouting and slot - self._last_through >= span / 2:
-            self._scout_at = slot  # opens a burst
-        elif ahead_of_turn and slot < turn:
+        if (scouting and slot - self._last_through >= span / 2) or (
+            turn is not None and slot < turn
+        ):
+            # Opens a burst. Slots are told apart by their time: others held at the same
+            # time (the log's slot for each of a burst sent at once) would pass for it.
+            promised, at = slot == self._probe_taken, bisect.bisect_left(self._log, slot)
+            while at < len(self._log) and self._log[at] == slot:
+                slot, at = math.nextafter(slot, math.inf), at + 1
+            if promised:
+                self._probe_taken = slot
             self._scout_at = slot
         if self._probe_at is not None and slot >= self._probe_at:
             self._probe_at = None  # the request the gateway promised has gone
@@ -975,6 +984,20 @@ class Pacer:
         self._pacer_bound = slot > now
         self._sent_in_period += 1
         return slot
+
+    def _turn_ahead(self, limit: int) -> float | None:
+        """The turn a spent quota's epoch reset named, at the earliest, while the window read
+        from such resets may be a second short (see ``_named_turn``): the window the log
+        opens before it opens with one request. None: no such turn."""
+        if (
+            self._spent is None
+            or limit <= 1
+            or self.window_stated
+            or self._turns_early
+            or (self.window_estimate or 0.0) < NAMED_TURN_SCOUTED_FROM
+        ):
+            return None
+        return self._spent[1]
 
     def _reconcile(
         self, now: float, sent_at: float, quota: Quota, span: float, throttled: bool
@@ -1555,7 +1578,8 @@ class Pacer:
         the window is read as 4: right for one turning at a fraction of a second, a
         second short for one turning on the second, as most do. Which it is, only a
         request sent between the two tells: until then a spent quota's next window
-        opens with one request (``_reserve_in_window``), so a wrong guess costs one
+        opens with one request (``_reserve_in_window``; slots held for it since before
+        the quota was told spent too, ``still_holds``), so a wrong guess costs one
         429, not a burst's. A 429 naming the turn a success named, for a request sent
         longer after that success was answered than the window read, says the window
         is at least that long: both were counted within one fixed window (a sliding
@@ -1571,9 +1595,12 @@ class Pacer:
             # second short for that reason. (Those sent before may have been counted first.)
             self._turns_early = self._turns_early or sent < spent[1]
             self._spent = None
-        if fresh and quota.remaining == 0 and quota.reset:
-            self._spent = (now, now + quota.reset - quota.reset_error)  # the turn at the earliest
         turns = self._turn_named
+        # Of a burst answered out of the order counted, the report that spent the quota may
+        # not be the freshest: spent all the same, if it names the latest turn named.
+        latest = fresh or (self._spent is None and named >= max(turns, default=-math.inf))
+        if latest and quota.remaining == 0 and quota.reset:
+            self._spent = (now, now + quota.reset - quota.reset_error)  # the turn at the earliest
         if not throttled:
             turns.setdefault(named, now)  # answers are told in the order they came
             if len(turns) > NAMED_TURNS_KEPT:
