@@ -233,12 +233,9 @@ LEARNED_CUT = 0.05
 NEAR_LIMIT = 0.9
 NEAR_LIMIT_WAIT = 8.0
 HINT_RESOLUTION = 1.0  # Retry-After: whole seconds, or an HTTP-date
-# The turns named by epoch resets kept, with when a success first named each; the
-# shortest window read from them whose spent quota's next window opens with one request
-# (see ``_named_turn``): one read as a second is left to the tries one-second windows
-# have (EARLY_FIRST_TRY, REFILL_SCOUT_SHARE) and to the lengthening a 429 brings.
+# The turns named by epoch resets kept, with when a success first named each (see
+# ``_named_turn``).
 NAMED_TURNS_KEPT = 4
-NAMED_TURN_SCOUTED_FROM = 2.0
 # A window measured from the ends of two hinted pauses shorter than this many
 # resolutions is tried shorter at once (see ``on_resume``).
 SHORT_WINDOW_READINGS = 2.5
@@ -989,13 +986,7 @@ class Pacer:
         """The turn a spent quota's epoch reset named, at the earliest, while the window read
         from such resets may be a second short (see ``_named_turn``): the window the log
         opens before it opens with one request. None: no such turn."""
-        if (
-            self._spent is None
-            or limit <= 1
-            or self.window_stated
-            or self._turns_early
-            or (self.window_estimate or 0.0) < NAMED_TURN_SCOUTED_FROM
-        ):
+        if self._spent is None or limit <= 1 or self.window_stated or self._turns_early:
             return None
         return self._spent[1]
 
