@@ -1589,8 +1589,8 @@ class Pacer:
         turns = self._turn_named
         # Of a burst answered out of the order counted, the report that spent the quota may
         # not be the freshest: spent all the same, if it names the latest turn named.
-        latest = fresh or (self._spent is None and named >= max(turns, default=-math.inf))
-        if latest and quota.remaining == 0 and quota.reset:
+        tells = fresh or (self._spent is None and named >= max(turns, default=-math.inf))
+        if tells and quota.remaining == 0 and quota.reset:
             self._spent = (now, now + quota.reset - quota.reset_error)  # the turn at the earliest
         if not throttled:
             turns.setdefault(named, now)  # answers are told in the order they came
