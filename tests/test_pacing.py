@@ -925,20 +925,29 @@ def test_a_slot_held_from_a_shorter_window_no_longer_holds_once_a_longer_one_is_
     assert pacer.still_holds(again)
 
 
-def _spent_six_per_window_read_as_four() -> Pacer:
-    """Six a window, turning on the second at epoch 1005 (the server's clock is ours plus
-    1000, known to 10 ms): the first answer reads the reset 4.97 s off, so the window is
-    read as 4 s; the quota goes at once, and an answer says it is spent until 1005."""
+def _six_until_1005(now: float, remaining: int) -> Quota:
+    """Six a window, turning on the second at epoch 1005, as told at ``now`` (the server's
+    clock is ours plus 1000, known to 10 ms)."""
+    return Quota(6, remaining, 1005.0 - (1000.0 + now), reset_error=0.01, reset_at=1005.0)
+
+
+def _six_per_window_read_as_four() -> Pacer:
+    """The first answer of six a window turning at epoch 1005 reads the reset 4.97 s off,
+    so the window is read as 4 s, and kept to by the send log."""
     pacer = Pacer()
     assert pacer.reserve(0.0) == 0.0
-
-    def quota(now: float, remaining: int) -> Quota:
-        return Quota(6, remaining, 1005.0 - (1000.0 + now), reset_error=0.01, reset_at=1005.0)
-
-    pacer.on_quota(0.03, quota(0.03, 5), sent_at=0.0)
+    pacer.on_quota(0.03, _six_until_1005(0.03, 5), sent_at=0.0)
     pacer.on_success(0.03, sent_at=0.0)
     assert pacer.window_estimate == 4.0
     assert pacer.logging
+    return pacer
+
+
+def _spent_six_per_window_read_as_four() -> Pacer:
+    """Six a window read as four (``_six_per_window_read_as_four``): the quota goes at
+    once, and an answer says it is spent until 1005."""
+    pacer = _six_per_window_read_as_four()
+    quota = _six_until_1005
     assert slots(pacer, 0.03, 5) == [0.03] * 5
     # Answered out of the order counted: the one that spent it first.
     for n, remaining in enumerate([0, 2, 1, 4, 3]):
@@ -1002,14 +1011,7 @@ def test_slots_held_before_the_quota_was_told_spent_wait_for_one_to_open_the_win
     its answer (a sweep's 69 per 10 s, read as 8 or 9 s: 7-15 refused, most at once at the
     turn read, in 6 runs of 15). Their slots may be the same time; the answer that says the
     quota is spent need not be the freshest (a burst is answered out of the order counted)."""
-    pacer = Pacer()
-    assert pacer.reserve(0.0) == 0.0
-
-    def quota(now: float, remaining: int) -> Quota:
-        return Quota(6, remaining, 1005.0 - (1000.0 + now), reset_error=0.01, reset_at=1005.0)
-
-    pacer.on_quota(0.03, quota(0.03, 5), sent_at=0.0)
-    pacer.on_success(0.03, sent_at=0.0)
+    pacer, quota = _six_per_window_read_as_four(), _six_until_1005
     sent = [0.03 + (n / 1000 if sent_apart else 0.0) for n in range(5)]
     assert [pacer.reserve(at) for at in sent] == sent
     held = [pacer.reserve(0.04) for _ in range(3)]
