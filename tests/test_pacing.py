@@ -1091,6 +1091,81 @@ def test_workers_against_a_window_of_two_seconds_read_as_one_meet_no_burst_of_42
     assert batch.pacer.window_estimate == 2.0
 
 
+@pytest.mark.parametrize(("limit", "window", "burst"), [(151, 5.0, 41), (90, 3.0, 50)])
+def test_a_bucket_told_by_epoch_resets_read_as_a_window_is_paced_as_a_bucket(
+    limit: int, window: float, burst: int
+) -> None:
+    """A bucket's epoch reset names when it is full again: one of 41 refilling 30 a second
+    reads as a window of 2 s, and the send log's bursts never run it dry (no report of
+    none left, no headroom seen). Kept to as a window, it got two thirds of its rate (0.63
+    here; a sweep's 151 per 5 s, burst 41: 0.69-0.76 of a best of 1.13, now 1.02-1.03).
+    The turn it names moves on within a burst, as no window's does: paced as a bucket."""
+    gateway = make_limiter("token", limit, window, burst)
+    batch = _workers(gateway, workers=8, trades=400, latency=0.01, seed=1, told=True,
+                     epoch=1000.0)  # fmt: skip
+    assert batch.pacer.refills_faster
+    busy = max(sent for sent, _ in batch.sends)
+    assert (400 - burst) / (limit / window) / busy >= 0.85
+    assert sum(1 for _, through in batch.sends if not through) <= 2
+
+
+@given(
+    st.sampled_from(["fixed", "sliding"]),
+    st.integers(3, 80),
+    st.sampled_from([1.0, 2.0, 3.0, 5.0, 10.0]),
+    st.one_of(st.just(0.0), st.floats(0.0, 0.99)),
+    st.floats(0.005, 0.12),
+    st.integers(1, 8),
+    st.integers(0, 2**16),
+)
+@settings(max_examples=60, deadline=None, derandomize=True)
+def test_a_window_told_by_epoch_resets_is_never_taken_for_a_bucket(
+    kind: LimiterKind,
+    limit: int,
+    window: float,
+    turn_at: float,
+    latency: float,
+    workers: int,
+    seed: int,
+) -> None:
+    """Once its whole quota is back, a window names one turn for a window at least (a
+    fixed one its turn, a sliding log its oldest request's exit): never a bucket's moving
+    time to full (none of 300 such batches)."""
+    origin = turn_at if kind == "fixed" else 0.0
+    gateway = make_limiter(kind, limit, window, None, window_origin=origin)
+    batch = _workers(gateway, workers=workers, trades=5 * limit, latency=latency, seed=seed,
+                     told=True, epoch=1000.0)  # fmt: skip
+    assert not batch.pacer.refills_faster
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [
+        # Fixed, 5 s, turning at 1005, 1010...: the whole quota back at 9.8 s, late in its
+        # window; the next window's second request is answered before its first.
+        [(0.0, 9, 1005.0), (9.8, 9, 1010.0), (10.1, 8, 1015.0), (10.1, 9, 1015.0)],
+        # Sliding, 5 s: the oldest of three counted leaves at 5 s; the turn named moves on
+        # by 3 s, the next one's exit (the whole quota was back at 0 s only).
+        [(0.0, 9, 1005.0), (3.0, 8, 1005.0), (3.0, 7, 1005.0), (5.1, 7, 1008.0)],
+    ],
+    ids=["fixed-turning-after-a-late-whole-quota", "sliding-oldest-leaving"],
+)
+def test_a_window_whose_named_turn_moves_on_is_not_taken_for_a_bucket(
+    reports: list[tuple[float, int, float]],
+) -> None:
+    """Ten per 5 s on a server clock 1000 s ahead of ours, read as 4 s from the first
+    reset: each report (request sent, quota left, turn named) is answered 30 ms later."""
+    pacer = Pacer()
+    assert pacer.reserve(0.0) == 0.0
+    for sent, left, named in reports:
+        answered = sent + 0.03
+        quota = Quota(10, left, named - (1000.0 + answered), reset_error=0.01, reset_at=named)
+        pacer.on_quota(answered, quota, sent_at=sent)
+        pacer.on_success(answered, sent_at=sent)
+    assert pacer.window_estimate == 4.0
+    assert not pacer.refills_faster
+
+
 def _against_epoch_resets(
     limit: int, window: float, turn_at: float, latency: float, windows: int
 ) -> tuple[list[float], list[float]]:

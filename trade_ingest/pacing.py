@@ -468,6 +468,9 @@ class Pacer:
         self._turn_named: dict[float, float] = {}
         self._spent: tuple[float, float] | None = None
         self._named_longer = False
+        # The last report of the whole quota back (but the request reported) naming a turn:
+        # its request's send time, and the turn named.
+        self._whole_named: tuple[float, float] | None = None
         # Whether a request got through before such a turn (then no more scouts for it).
         self._turns_early = False
         # When a spent quota's pause cut to the window estimate ends (see ``on_quota``).
@@ -1405,6 +1408,9 @@ class Pacer:
                 self.window_estimate = max(self.window_estimate or seen, seen)
         if quota.reset_at is not None and quota.window is None:
             self._named_turn(now, sent, quota, fresh=fresh, throttled=throttled)
+            if not throttled and self._names_a_bucket(sent, quota):
+                self._pace_as_a_bucket()
+                return self._window_kind_event("bucket", quota.limit), None
         if self._window_estimate_sure and self.window_estimate == HINT_RESOLUTION:
             if self._one_second_since is None:
                 self._one_second_since = now
@@ -1602,6 +1608,34 @@ class Pacer:
             return
         self.window_estimate = math.floor(sent - answered) + HINT_RESOLUTION
         self._named_longer = True
+
+    def _names_a_bucket(self, sent: float, quota: Quota) -> bool:
+        """Whether this report's epoch reset shows a bucket's time to full, not a window's turn.
+
+        Once the whole quota is back (all but the request reported), a window names one
+        turn for a window at least: a fixed one until it turns, and its turns are a window
+        apart; a sliding log its oldest request's exit, which stays for a window. A bucket
+        names when it is full again, later as it drains: a later turn named within the
+        window read less a second, and less than the window read further on (a fixed one
+        may turn meanwhile, if the whole quota was back late in it), is a bucket's (one of
+        41 refilling 30 a second reads as a window of 2 s, and its bursts never run it dry:
+        kept to as a window, it got 20 a second).
+        """
+        named, limit, left = quota.reset_at, quota.limit, quota.remaining
+        if named is None or limit is None or left is None or limit <= EARLY_LIMIT:
+            return False
+        if left >= limit - 1:
+            self._whole_named = (sent, named)
+            return False
+        whole, estimate = self._whole_named, self.window_estimate
+        if self.refills_faster or whole is None or estimate is None:
+            return False
+        since, turn = whole
+        return (
+            self._window_estimate_sure
+            and since <= sent <= since + estimate - HINT_RESOLUTION
+            and turn < named < turn + estimate
+        )
 
     def _undo_doubling(self) -> None:
         """The quota ran out: a pace doubled since it was last seen unused was too fast;
