@@ -953,8 +953,7 @@ class Pacer:
         trying = self.probe_factor > self._probe_held
         scouting = self.window_learned and (self._window_floor is not None or trying) and limit > 1
         turn = self._turn_ahead(limit)
-        ahead_of_turn = turn is not None
-        if (scouting or ahead_of_turn) and self._scout_at is not None:
+        if (scouting or turn is not None) and self._scout_at is not None:
             if now < self._scout_at + SCOUT_PATIENCE * span:
                 return None  # the burst waits for its first request's answer
             self._scout_at = None
@@ -1610,7 +1609,8 @@ class Pacer:
         self._named_longer = True
 
     def _names_a_bucket(self, sent: float, quota: Quota) -> bool:
-        """Whether this report's epoch reset shows a bucket's time to full, not a window's turn.
+        """Whether this report's epoch reset shows a bucket's time to full, not a window's turn;
+        a report of the whole quota back is kept as the one later reports are read against.
 
         Once the whole quota is back (all but the request reported), a window names one
         turn for a window at least: a fixed one until it turns, and its turns are a window
