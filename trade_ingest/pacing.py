@@ -275,6 +275,11 @@ RECENT_SENDS_KEPT = 10_000
 # that held (a window that turned early once) takes it EARLY_BACK times longer. Larger
 # quotas are not tried: on windows of 3-8 the tries cost more 429s than they won buckets
 # of 3-5, whose spent pace is stepped back and whose level shows headroom anyway.
+# Between a share that held and one refused, a bucket of one is tried again as soon as
+# the try would save EARLY_PAYBACK times what its 429 would cost (the last pause one
+# brought): the time the trades left take at the share that held, less at the share
+# tried; never otherwise. A bucket of two is not: its second token may let a try too
+# fast through EARLY_PASSES times, and the share that held fail later (EARLY_BACK).
 EARLY_LIMIT = 2
 EARLY_FIRST_TRY = 0.125
 EARLY_PASSES = 5
@@ -285,6 +290,7 @@ EARLY_RETRY_AFTER = 8.0
 EARLY_LADDER = 4.0
 EARLY_LAST_TRY = 0.5
 EARLY_BACK = 4.0
+EARLY_PAYBACK = 2.0
 # A one-second window read from whole-second resets, kept to by the send log, may be a
 # bucket refilling many times a second (its few milliseconds to the next token read "1",
 # and a full bucket after a pause looks like a window's lump): kept to, the batch
@@ -1664,15 +1670,19 @@ class Pacer:
         small = quota.limit is not None and quota.limit <= EARLY_LIMIT
         if not whole or not small or quota.reset > HINT_RESOLUTION + 1e-6:
             return quota.reset
-        if self._early_try is None and now >= self._early_next:
+        if self._early_try is None:
             held, failed = self._early_held, self._early_failed
             if held >= 1.0:
                 # Failed at once: a window's turn, or a slower bucket; tried further up.
                 share = EARLY_LADDER * failed if failed else EARLY_FIRST_TRY
             else:
                 share = (held + failed) / 2 if failed else held / 2
+            # Between a share that held and one refused, a bucket of one is tried when
+            # what the try would save pays for its 429 (see EARLY_PAYBACK).
+            bisecting = held < 1.0 and failed > 0 and quota.limit == 1
+            due = self._early_try_pays(share) if bisecting else now >= self._early_next
             apart = held - failed > EARLY_PRECISION * held
-            if EARLY_MIN_SHARE <= share <= EARLY_LAST_TRY and apart:
+            if due and EARLY_MIN_SHARE <= share <= EARLY_LAST_TRY and apart:
                 self._early_try, self._early_passes = share, 0
         share = self._early_share
         if share >= 1.0:
@@ -1683,6 +1693,13 @@ class Pacer:
         # The answer now coming in tells of the resume before: kept beside this one.
         self._early_telling.append((resume, now + quota.reset))
         return resume - now
+
+    def _early_try_pays(self, share: float) -> bool:
+        """Whether a try at ``share``, below the share that held, would gain at least
+        EARLY_PAYBACK times what it costs should it fail: the time the trades left would
+        save at its pace, against the pause a 429 brings (the last one's, or a second)."""
+        cost = self._last_pause or HINT_RESOLUTION
+        return self._ahead * (1.0 - share / self._early_held) >= EARLY_PAYBACK * cost
 
     def _early_verdict(self, now: float, sent_at: float, *, held: bool) -> bool:
         """Whether a success or a 429 (``held`` False) of a request sent at ``sent_at`` decides
