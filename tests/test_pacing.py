@@ -3404,8 +3404,11 @@ def _workers(
             if told and epoch is not None:
                 admitted = slot + latency / 2  # as ``admit`` was asked
                 named = math.ceil(round(epoch + admitted + answer.reset_after, 9))
-                quota = Quota(answer.limit, answer.remaining, named - (epoch + now),
-                              reset_error=0.01, reset_at=float(named))  # fmt: skip
+                # Read as ``parse_quota`` reads it: a second named that has passed by the
+                # answer is no wait at all, and the error is no longer than the wait.
+                reset = max(0.0, named - (epoch + now))
+                quota = Quota(answer.limit, answer.remaining, reset,
+                              reset_error=min(0.01, reset), reset_at=float(named))  # fmt: skip
             elif told:
                 quota = Quota(answer.limit, answer.remaining, wait)
             if told:
