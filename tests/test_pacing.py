@@ -1042,6 +1042,73 @@ def test_slots_held_before_the_quota_was_told_spent_wait_for_one_to_open_the_win
     assert slots(pacer, answered, 2) == [answered] * 2
 
 
+@pytest.mark.parametrize("sent_apart", [False, True])
+@pytest.mark.parametrize("lost", [1, 2])
+def test_slots_held_before_the_turn_beyond_what_the_quota_left_wait_for_one_to_open_it(
+    sent_apart: bool, lost: int
+) -> None:
+    """The window's answers say one or two are left (of five sent, as many never reached
+    the gateway), and three slots are held for the window the log opens before the turn
+    named: as many as are left take them, one opens the window, and the rest wait for its
+    answer. The answers of those that took what was left say less is left, which is no
+    window come back. Every slot used to go at once (fixed 40 per 2 s turning on the
+    second, told by epoch resets, 60 ms: the slots held for the window read as 1 s found
+    one left, and 5-7 were refused together)."""
+    pacer, quota = _six_per_window_read_as_four(), _six_until_1005
+    sent = [0.03 + (n / 1000 if sent_apart else 0.0) for n in range(5)]
+    assert [pacer.reserve(at) for at in sent] == sent
+    held = [pacer.reserve(0.04) for _ in range(3)]
+    span = 4.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    assert held == pytest.approx([0.03 + span] * 3, abs=0.002)
+    for n in range(5 - lost):  # the last sent answered first
+        answered = 0.06 + n / 100
+        pacer.on_quota(answered, quota(answered, lost + n), sent_at=sent[-1 - n])
+        pacer.on_success(answered, sent_at=sent[-1 - n])
+    going = []
+    for slot in held:
+        if pacer.still_holds(slot):
+            going.append(slot)
+            continue
+        pacer.cancel(slot)
+        again = pacer.reserve(0.2)
+        if again is not None:
+            going.append(again)
+    assert going == pytest.approx([0.03 + span] * (lost + 1), abs=0.002)
+    assert all(pacer.still_holds(slot) for slot in going)
+    assert pacer.reserve(going[0]) is None  # any more wait
+    *taking, opener = sorted(going)
+    for n, slot in enumerate(taking):
+        answered = slot + 0.03 + n / 1000
+        pacer.on_quota(answered, quota(answered, lost - 1 - n), sent_at=slot)
+        pacer.on_success(answered, sent_at=slot)
+        assert pacer.reserve(answered) is None  # still waiting for the opener's answer
+    # The opener refused, naming the turn a success named over four seconds before: the
+    # window is read as five, at one 429's cost.
+    answered = opener + 0.03
+    pacer.on_quota(answered, quota(answered, 0), sent_at=opener, throttled=True)
+    pacer.on_throttled(answered, sent_at=opener, pause=5.0 - answered, hinted=True)
+    assert pacer.window_estimate == 5.0
+
+
+def test_slots_asked_for_again_before_the_turn_take_what_the_quota_left_then_one_opens() -> None:
+    """Two left, and the three slots held for the window read as four given back (a pause
+    came): asked for again, two take what is left and the third opens the window; a
+    fourth waits for its answer."""
+    pacer, quota = _six_per_window_read_as_four(), _six_until_1005
+    assert [pacer.reserve(0.03) for _ in range(5)] == [0.03] * 5
+    held = [pacer.reserve(0.04) for _ in range(3)]
+    for n in range(3):  # two of the five never reached the gateway
+        pacer.on_quota(0.06 + n / 100, quota(0.06 + n / 100, 2 + n), sent_at=0.03)
+        pacer.on_success(0.06 + n / 100, sent_at=0.03)
+    for slot in held:
+        pacer.cancel(slot)
+    span = 4.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD
+    again = [pacer.reserve(0.2) for _ in range(4)]
+    assert again[:3] == pytest.approx([0.03 + span] * 3, abs=0.002)
+    assert again[3] is None
+    assert again[2] > again[1]  # the opener, told apart from the two
+
+
 def test_a_429_within_the_window_read_from_a_named_turn_lengthens_nothing() -> None:
     """Refused within the window read (others share the quota, say): no longer window."""
     pacer = _spent_six_per_window_read_as_four()
@@ -1089,6 +1156,24 @@ def test_workers_against_a_window_of_two_seconds_read_as_one_meet_no_burst_of_42
     batch = _workers(gateway, workers=8, trades=6 * limit, latency=0.03, seed=seed, told=True,
                      epoch=1000.0)  # fmt: skip
     assert sum(1 for _, through in batch.sends if not through) <= 2
+    assert batch.pacer.window_estimate == 2.0
+
+
+@pytest.mark.parametrize(("limit", "latency", "seed"), [(40, 0.06, 1), (40, 0.1, 2), (66, 0.07, 3)])
+def test_workers_against_a_window_of_two_seconds_at_a_longer_round_trip_meet_no_burst_of_429s(
+    limit: int, latency: float, seed: int
+) -> None:
+    """At 60-100 ms, the slots held for the window read as 1 s come due while the quota
+    still has one or two left (its last sends still in flight, or counted out of order):
+    as many go as are left, and one more opens the window. All eight went: 7 and 6 refused
+    after the first window in the first and third batches, 1 now. A request of those few,
+    sent just before the turn and counted after it, must not read as the window turning
+    early, or the openers end for the run (the second batch: 8 refused so, 2 now). The
+    first window is paced by rate, before the log starts: its 429s are not counted here."""
+    gateway = make_limiter("fixed", limit, 2.0, None, window_origin=0.0)
+    batch = _workers(gateway, workers=8, trades=6 * limit, latency=latency, seed=seed,
+                     told=True, epoch=1000.0)  # fmt: skip
+    assert sum(1 for sent, through in batch.sends if not through and sent >= 2.0) <= 2
     assert batch.pacer.window_estimate == 2.0
 
 

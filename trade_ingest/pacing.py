@@ -469,10 +469,14 @@ class Pacer:
         self._window_least = 0.0
         # Epoch resets (see ``_named_turn``): for each of the last turns named, when the
         # first success that named it was answered; when the quota was last reported spent
-        # and when the turn it named comes, as read (None: not spent, or back since);
+        # and when the turn it named comes, as read (None: not spent, or back since), with
+        # what it had left (sends logged after ``_spent_since`` take it: the quota is
+        # counted spent too once the sends it has to serve before that turn outnumber it);
         # whether a 429 just lengthened the window.
         self._turn_named: dict[float, float] = {}
         self._spent: tuple[float, float] | None = None
+        self._spent_left = 0
+        self._spent_since = -math.inf
         self._named_longer = False
         # The last report of the whole quota back (but the request reported) naming a turn:
         # its request's send time, and the turn named.
@@ -921,7 +925,12 @@ class Pacer:
         if at == len(log) or log[at] != slot:
             return False  # given back (a scout got through): sent, it would go unlogged
         turn = self._turn_ahead(self.limit)
-        if turn is not None and slot < turn and slot != self._scout_at:
+        if (
+            turn is not None
+            and slot < turn
+            and slot != self._scout_at
+            and not self._left_for(slot, 1)
+        ):
             # Held since before the quota was told spent, for a window the log opens before
             # the turn named: one request opens it, the first held to ask; the rest wait for
             # its answer. Held by others too (the same time), it is not told apart: all ask
@@ -973,7 +982,7 @@ class Pacer:
             self._pacer_bound = True
             return None
         if (scouting and slot - self._last_through >= span / 2) or (
-            turn is not None and slot < turn
+            turn is not None and slot < turn and not self._left_for(slot, 0)
         ):
             # Opens a burst. Slots are told apart by their time: others held at the same
             # time (the log's slot for each of a burst sent at once) would pass for it.
@@ -989,6 +998,16 @@ class Pacer:
         self._pacer_bound = slot > now
         self._sent_in_period += 1
         return slot
+
+    def _left_for(self, slot: float, logged: int) -> bool:
+        """Whether the quota a spent quota's report left serves ``slot`` (``logged``: 1 if
+        the slot is in the log already): fewer sends than it left are logged after that
+        report's request up to it. Slots at the same time all count as before it."""
+        log, left = self._log, self._spent_left
+        taken = (
+            bisect.bisect_right(log, slot) - logged - bisect.bisect_right(log, self._spent_since)
+        )
+        return taken < left
 
     def _turn_ahead(self, limit: int) -> float | None:
         """The turn a spent quota's epoch reset named, at the earliest, while the window read
@@ -1581,28 +1600,41 @@ class Pacer:
         second short for one turning on the second, as most do. Which it is, only a
         request sent between the two tells: until then a spent quota's next window
         opens with one request (``_reserve_in_window``; slots held for it since before
-        the quota was told spent too, ``still_holds``), so a wrong guess costs one
-        429, not a burst's. A 429 naming the turn a success named, for a request sent
-        longer after that success was answered than the window read, says the window
-        is at least that long: both were counted within one fixed window (a sliding
-        log's oldest request may have changed within the named second: a second more
-        at most).
+        the quota was told spent too, ``still_holds``; and a quota told to have fewer
+        left than the sends logged to go before that turn, past those few, ``_left_for``),
+        so a wrong guess costs one 429, not a burst's. A 429 naming the turn a success
+        named, for a request sent longer after that success was answered than the window
+        read, says the window is at least that long: both were counted within one fixed
+        window (a sliding log's oldest request may have changed within the named second:
+        a second more at most).
         """
         assert quota.reset_at is not None  # noqa: S101
-        named, spent = quota.reset_at, self._spent
-        if spent is not None and not throttled and sent >= spent[0]:
+        named, spent, left = quota.reset_at, self._spent, quota.remaining
+        back = left is None or left >= self._spent_left  # not the last of what was left
+        if spent is not None and not throttled and sent >= spent[0] and back:
             # Sent once the quota was known spent, and through: it is back. Before the turn
             # that spent quota named, it comes back sooner than that second says (a window
             # turning at a fraction of a second, a sliding log): the window read is not a
             # second short for that reason. (Those sent before may have been counted first.)
-            self._turns_early = self._turns_early or sent < spent[1]
+            # (Of a few sends the quota had left, one may reach the gateway after the turn:
+            # early only if answered before it.)
+            early = (now if self._spent_left else sent) < spent[1]
+            self._turns_early = self._turns_early or early
             self._spent = None
         turns = self._turn_named
         # Of a burst answered out of the order counted, the report that spent the quota may
         # not be the freshest: spent all the same, if it names the latest turn named.
-        tells = fresh or (self._spent is None and named >= max(turns, default=-math.inf))
-        if tells and quota.remaining == 0 and quota.reset:
-            self._spent = (now, now + quota.reset - quota.reset_error)  # the turn at the earliest
+        unspent = self._spent is None or self._spent_left > 0
+        tells = fresh or (unspent and named >= max(turns, default=-math.inf))
+        if tells and left is not None and quota.reset:
+            turn = now + quota.reset - quota.reset_error  # at the earliest
+            # Left to fewer than the sends logged after this one before that turn (slots
+            # held for a window the log opens sooner): as good as spent, once those are.
+            log = self._log
+            due = bisect.bisect_left(log, turn) - bisect.bisect_right(log, sent)
+            fewer = self._spent is None or left < self._spent_left  # the least of a tie
+            if left == 0 or (due > left and fewer and not throttled):
+                self._spent, self._spent_left, self._spent_since = (now, turn), left, sent
         if not throttled:
             turns.setdefault(named, now)  # answers are told in the order they came
             if len(turns) > NAMED_TURNS_KEPT:
