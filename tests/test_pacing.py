@@ -1002,6 +1002,22 @@ def test_a_spent_window_read_from_an_epoch_reset_opens_with_one_request(
     assert pacer.reserve(4.5) == pytest.approx(0.03 + 5.0 * (1 + WINDOW_SLACK) + WINDOW_GUARD)
 
 
+def _slots_that_go(pacer: Pacer, held: list[float | None], asked_at: float) -> list[float]:
+    """Of the slots workers hold, those that go: each still held, or, given back, the one
+    its worker gets asking again at ``asked_at`` (none when told to wait)."""
+    going = []
+    for slot in held:
+        assert slot is not None
+        if pacer.still_holds(slot):
+            going.append(slot)
+            continue
+        pacer.cancel(slot)
+        again = pacer.reserve(asked_at)
+        if again is not None:
+            going.append(again)
+    return going
+
+
 @pytest.mark.parametrize("sent_apart", [False, True])
 def test_slots_held_before_the_quota_was_told_spent_wait_for_one_to_open_the_window(
     sent_apart: bool,
@@ -1023,15 +1039,7 @@ def test_slots_held_before_the_quota_was_told_spent_wait_for_one_to_open_the_win
         answered = 0.06 + n / 100
         pacer.on_quota(answered, quota(answered, remaining), sent_at=sent[-1 - n])
         pacer.on_success(answered, sent_at=sent[-1 - n])
-    going = []
-    for slot in held:
-        if pacer.still_holds(slot):
-            going.append(slot)
-            continue
-        pacer.cancel(slot)
-        again = pacer.reserve(0.2)
-        if again is not None:
-            going.append(again)
+    going = _slots_that_go(pacer, held, 0.2)
     assert going == pytest.approx([0.03 + span], abs=0.002)
     assert pacer.still_holds(going[0])
     assert pacer.reserve(going[0]) is None  # the rest wait for its answer
@@ -1064,15 +1072,7 @@ def test_slots_held_before_the_turn_beyond_what_the_quota_left_wait_for_one_to_o
         answered = 0.06 + n / 100
         pacer.on_quota(answered, quota(answered, lost + n), sent_at=sent[-1 - n])
         pacer.on_success(answered, sent_at=sent[-1 - n])
-    going = []
-    for slot in held:
-        if pacer.still_holds(slot):
-            going.append(slot)
-            continue
-        pacer.cancel(slot)
-        again = pacer.reserve(0.2)
-        if again is not None:
-            going.append(again)
+    going = _slots_that_go(pacer, held, 0.2)
     assert going == pytest.approx([0.03 + span] * (lost + 1), abs=0.002)
     assert all(pacer.still_holds(slot) for slot in going)
     assert pacer.reserve(going[0]) is None  # any more wait
