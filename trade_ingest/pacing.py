@@ -1615,9 +1615,9 @@ class Pacer:
             # Sent once the quota was known spent, and through: it is back. Before the turn
             # that spent quota named, it comes back sooner than that second says (a window
             # turning at a fraction of a second, a sliding log): the window read is not a
-            # second short for that reason. (Those sent before may have been counted first.)
-            # (Of a few sends the quota had left, one may reach the gateway after the turn:
-            # early only if answered before it.)
+            # second short for that reason. (Those sent before may have been counted first;
+            # of a few sends the quota had left, one may reach the gateway after the turn,
+            # so it is early only if answered before it.)
             early = (now if self._spent_left else sent) < spent[1]
             self._turns_early = self._turns_early or early
             self._spent = None
