@@ -1354,8 +1354,13 @@ class Pacer:
         self._through_unrefused += through if unrefused else 0
         # No window of ``limit`` lets more through than that in each window the periods
         # touch (a fixed one's turn inside makes one more). A bucket of ``limit`` that
-        # did refilled what went beyond its burst.
+        # did refilled what went beyond its burst. A window read from epoch resets on a
+        # server clock not yet known to the second may be a second long: counted as the
+        # least it may be (a fixed 10 per second read as 2 s, its spent quota waited out
+        # each second, was taken for a bucket after 9 s, and its tries cost 0.75 of it).
         lasted = now - self._unrefused_since
+        if window and quota.window is None and not self._window_estimate_sure:
+            window = max(self._window_least, HINT_RESOLUTION)
         touched = math.floor(lasted / (window or 1.0)) + 2
         handful = quota.limit <= EARLY_LIMIT  # whose resets are tried sooner instead
         more = self._through_unrefused > quota.limit * touched
