@@ -1185,8 +1185,8 @@ def test_a_window_read_on_an_unsure_server_clock_is_counted_as_the_least_it_may_
     epoch reset read on a server clock known only within a second: the window reads as
     2 s and never sure. Counted as 2 s, ten a second is more than any window of ten
     lets through, and the gateway was taken for a bucket after 6 s (a sweep's fixed 10
-    per second, so taken in three runs of four, then tried faster into 429s: 0.75-0.86
-    of a best of 1.12; 0.91 without). Counted as the least it may be, a second, it is a
+    per second, so taken in four runs of six, then tried faster into 429s: 0.75-0.86
+    of a best of 1.12; 0.91-1.00 without). Counted as the least it may be, a second, it is a
     window; thirty a second is more than that, and still a bucket within 2 s."""
     pacer = Pacer()
     for second in range(14):
