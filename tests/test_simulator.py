@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import socket
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.bench.bench_ratelimit import failure_reasons
 from tests.bench.earliest import earliest_busy
 from trade_ingest.policy import parse_http_date
 from trade_ingest.simulator import (
@@ -359,3 +361,18 @@ def test_the_earliest_finish_waits_for_a_free_worker() -> None:
     """A limit that never binds: two workers, each answer a second: four requests take 2 s."""
     config = GatewayConfig(rate_limit=1000, window=1.0, latency_ms=1000.0)
     assert earliest_busy(config, 4, 2, seed=0) == pytest.approx(2.0)
+
+
+def test_the_benchmark_tells_why_trades_failed(tmp_path: Path) -> None:
+    """The benchmark deletes its files when it ends: the reasons its clients gave up
+    trades are counted from the failures file and printed beside the row (ours write a
+    reason, the naive recipe a status)."""
+    failed = tmp_path / "failed"
+    assert failure_reasons(failed) == {}
+    failed.write_text(
+        '{"trade_id":"A","reason":"max_attempts","status":503}\n'
+        '{"trade_id":"B","reason":"max_attempts","status":500}\n'
+        '{"trade_id":"C","status":503}\n'
+        '{"trade_id":"D","reason":"not_found","status":404}\n'
+    )
+    assert failure_reasons(failed) == {"max_attempts": 2, "not_found": 1, "status 503": 1}

@@ -200,6 +200,7 @@ class Outcome:
     timed_out: bool = False
     after_discovery_429: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    failed_for: dict[str, int] = field(default_factory=dict)
 
 
 class Gateway:
@@ -251,6 +252,20 @@ def _ids_in(path: Path) -> list[str]:
     return [json.loads(line)["trade_id"] for line in path.read_text().splitlines() if line]
 
 
+def failure_reasons(path: Path) -> dict[str, int]:
+    """How many trades the failures file at ``path`` gave up, by reason (ours write a
+    ``reason``; the naive recipe only a ``status``)."""
+    if not path.exists():
+        return {}
+    reasons: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        if line:
+            record = json.loads(line)
+            reason = str(record.get("reason") or f"status {record.get('status')}")
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return dict(sorted(reasons.items()))
+
+
 def _account(ids: list[str], out: Path, failed: Path) -> tuple[int, int, int, int]:
     results, failures = _ids_in(out), _ids_in(failed)
     duplicated = len(results) - len(set(results)) + len(set(results) & set(failures))
@@ -287,7 +302,7 @@ def run_ours(scenario: Scenario, ids: list[str], work: Path, timeout: float) -> 
         gateway.stop()
     results, failures, lost, duplicated = _account(ids, out, failed)
     return Outcome(wall, cpu, results, failures, lost, duplicated, server, timed_out,
-                   _after_discovery_429(audit))  # fmt: skip
+                   _after_discovery_429(audit), failed_for=failure_reasons(failed))  # fmt: skip
 
 
 def run_naive(scenario: Scenario, ids: list[str], work: Path, timeout: float) -> Outcome:
@@ -301,7 +316,8 @@ def run_naive(scenario: Scenario, ids: list[str], work: Path, timeout: float) ->
     finally:
         gateway.stop()
     results, failures, lost, duplicated = _account(ids, out, failed)
-    return Outcome(wall, cpu, results, failures, lost, duplicated, server, timed_out)
+    return Outcome(wall, cpu, results, failures, lost, duplicated, server, timed_out,
+                   failed_for=failure_reasons(failed))  # fmt: skip
 
 
 def _efficiency(scenario: Scenario, trades: int, o: Outcome) -> float:
@@ -340,10 +356,13 @@ def _row(name: str, who: str, scenario: Scenario, trades: int, o: Outcome, best:
     share_429 = o.server["by_status"].get("429", 0) / requests
     after = "" if o.after_discovery_429 is None else f"{o.after_discovery_429:6.1%}"
     flag = " TIMEOUT" if o.timed_out else ""
+    # The benchmark's files are gone once it ends: a failure's reason is told here.
+    why = "".join(f" {reason}: {count}" for reason, count in o.failed_for.items())
     return (
         f"{name:<38} {who:<6} {efficiency:5.2f} {best:>5} {o.results / o.wall:7.2f} {scenario.rate:6.1f} "
         f"{share_429:6.1%} {after:>7} {o.lost:>4} {o.duplicated:>4} {o.failures:>5} "
         f"{o.server.get('during_retry_after', 0):>5} {o.cpu:6.2f} {o.wall:7.1f}{flag}"
+        + (f"  (failed:{why})" if why else "")
     )
 
 
