@@ -1357,11 +1357,12 @@ class Pacer:
         # did refilled what went beyond its burst. A window read from epoch resets on a
         # server clock not yet known to the second may be a second long: counted as the
         # least it may be (a fixed 10 per second read as 2 s, its spent quota waited out
-        # each second, was taken for a bucket after 9 s, and its tries cost 0.75 of it).
+        # each second, was taken for a bucket after 8.6-10.6 s, then tried into 429s).
         lasted = now - self._unrefused_since
+        counted = window
         if window and quota.window is None and not self._window_estimate_sure:
-            window = max(self._window_least, HINT_RESOLUTION)
-        touched = math.floor(lasted / (window or 1.0)) + 2
+            counted = max(self._window_least, HINT_RESOLUTION)
+        touched = math.floor(lasted / (counted or 1.0)) + 2
         handful = quota.limit <= EARLY_LIMIT  # whose resets are tried sooner instead
         more = self._through_unrefused > quota.limit * touched
         if more and not handful and not self.refills_faster:
